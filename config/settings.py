@@ -1,0 +1,196 @@
+"""Settings for the queue service, read from the environment with django-environ.
+
+Every variable is listed with a comment in `.env.example`. `DJANGO_ENV` picks the defaults:
+
+- ``development``: DEBUG and the built-in sandbox provider on; a random SECRET_KEY per process when
+  none is set (sessions then end on restart, so `make run` writes one to `.env`).
+- ``test``: like development but quiet, with fast retries; used by pytest (see pyproject.toml).
+- ``production`` (the default): no secret has a default; a missing or malformed value stops the
+  process at start with ImproperlyConfigured.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env (written by `make run`) is read when present; real environment variables win.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="production")
+if DJANGO_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(f"DJANGO_ENV must be development, test or production, not {DJANGO_ENV!r}")
+IS_PRODUCTION = DJANGO_ENV == "production"
+IS_TEST = DJANGO_ENV == "test"
+
+DEBUG = env.bool("DEBUG", default=DJANGO_ENV == "development")
+
+_secret = env.str("SECRET_KEY", default="")
+if not _secret:
+    if IS_PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY is required in production (generate one with `make .env`).")
+    _secret = secrets.token_urlsafe(50)
+elif IS_PRODUCTION and (len(_secret) < 32 or _secret.startswith(("change-me", "django-insecure"))):
+    raise ImproperlyConfigured("SECRET_KEY is a placeholder or shorter than 32 characters.")
+SECRET_KEY = _secret
+
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=[] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
+if IS_PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS is required in production (comma-separated host names).")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "messaging",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.service",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while a worker writes; IMMEDIATE transactions take the write lock
+    # up front so concurrent writers wait (up to `timeout` seconds) instead of failing with
+    # "database is locked" half-way through.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis and queues -----------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Seconds; a Redis call that takes longer fails instead of hanging a web request.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
+# Seconds a delivery job may run before RQ kills it; every outbound timeout is shorter than this.
+RQ_JOB_TIMEOUT = env.int("RQ_JOB_TIMEOUT", default=60)
+_queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}
+RQ_QUEUES = {name: dict(_queue) for name in ("default", "sms", "email", "ai")}
+
+RQ_SHOW_ADMIN_LINK = True
+
+# --- Delivery policy ------------------------------------------------------------------------------
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=3)
+# Backoff before retry n (1-based) is BASE * FACTOR**(n-1) seconds, capped at MAX, unless the provider
+# sent Retry-After. The earlier service used exponential backoff from 1 s.
+RETRY_BACKOFF_BASE = env.float("RETRY_BACKOFF_BASE", default=0.5 if IS_TEST else 1.0)
+RETRY_BACKOFF_FACTOR = env.float("RETRY_BACKOFF_FACTOR", default=2.0)
+RETRY_BACKOFF_MAX = env.float("RETRY_BACKOFF_MAX", default=300.0)
+# Seconds for outbound HTTP calls; both must stay well under RQ_JOB_TIMEOUT.
+PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
+PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=15.0)
+if PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT >= RQ_JOB_TIMEOUT:
+    raise ImproperlyConfigured("PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT must be below RQ_JOB_TIMEOUT.")
+# Longest a message may be scheduled ahead, in days.
+SCHEDULE_MAX_DAYS = env.int("SCHEDULE_MAX_DAYS", default=366)
+# Largest request body the API accepts, in bytes (a 1,000-item bulk request fits).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1
+
+# --- Providers ------------------------------------------------------------------------------------
+SANDBOX_ENABLED = env.bool("SANDBOX_ENABLED", default=not IS_PRODUCTION)
+# Base URL the sandbox is reachable at from the workers (used as the provider default in development).
+SANDBOX_BASE_URL = env.str("SANDBOX_BASE_URL", default="http://127.0.0.1:8000/sandbox")
+_provider_default = SANDBOX_BASE_URL if SANDBOX_ENABLED else ""
+SMS_API_URL = env.str("SMS_API_URL", default=_provider_default).rstrip("/")
+EMAIL_API_URL = env.str("EMAIL_API_URL", default=_provider_default).rstrip("/")
+EMAIL_API_PATH = env.str("EMAIL_API_PATH", default="/api/email/send")
+if IS_PRODUCTION and not SMS_API_URL:
+    raise ImproperlyConfigured("SMS_API_URL is required in production.")
+
+# --- Static files ---------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if IS_TEST
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# --- Auth, i18n -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+if IS_PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

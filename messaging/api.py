@@ -1,0 +1,228 @@
+"""JSON API views. Thin: authenticate, parse, validate, call a service, shape the response.
+
+Errors always answer JSON `{success: false, message, errors?: {field: [reason, ...]}}`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from . import queues, selectors, services
+from .models import ApiKey, Message, Status
+from .validation import RequestInvalid, clean_sms_request
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer: HTTP `status`, a `message`, optional per-field `errors` and headers."""
+
+    def __init__(self, status: int, message: str, errors: dict | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, headers or {}
+
+
+def error_response(status: int, message: str, errors: dict | None = None, headers: dict | None = None) -> JsonResponse:
+    """Return the JSON error shape with HTTP `status`."""
+    body: dict[str, Any] = {"success": False, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = JsonResponse(body, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _authenticate(request: HttpRequest) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    key = services.api_key_authenticate(token.strip()) if scheme.lower() == "bearer" and token else None
+    if key is None:
+        # One message for missing, malformed, unknown and revoked keys: no oracle.
+        raise ApiError(401, "Missing or invalid API key. Send Authorization: Bearer <key>.")
+    return key
+
+
+def parse_json_body(request: HttpRequest) -> dict[str, Any]:
+    """Return the request body as a JSON object.
+
+    Raises ApiError 415 (not application/json), 413 (over API_MAX_BODY_BYTES) or 400 (malformed JSON,
+    or not an object).
+    """
+    if request.content_type != "application/json":
+        raise ApiError(415, "Content-Type must be application/json.")
+    length = request.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > settings.API_MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
+    body = request.body
+    if len(body) > settings.API_MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    return data
+
+
+def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
+    """Decorate an API view: allowed methods, API-key auth (sets request.api_key), JSON errors.
+
+    RequestInvalid becomes 400 with field errors; ApiError its own status; a database or Redis
+    outage 503. Other exceptions are logged and answered with a JSON 500.
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @csrf_exempt
+        @never_cache
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            try:
+                if request.method not in methods:
+                    raise ApiError(405, f"Method {request.method} not allowed.", headers={"Allow": ", ".join(methods)})
+                if auth:
+                    request.api_key = _authenticate(request)
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message, exc.errors, exc.headers)
+            except RequestInvalid as exc:
+                return error_response(400, exc.message, exc.errors)
+            except DatabaseError:
+                logger.exception("database error in %s", request.path)
+                return error_response(503, "Database unavailable; nothing was stored. Try again.")
+            except redis.exceptions.RedisError:
+                logger.exception("Redis error in %s", request.path)
+                return error_response(503, "Queue backend unavailable. Try again.")
+
+        return wrapper
+
+    return decorator
+
+
+def _check_workspace_scope(api_key: ApiKey, workspace_external_id: str) -> None:
+    allowed = set(api_key.workspaces.values_list("external_id", flat=True))
+    if allowed:
+        workspace = services.workspace_lookup(workspace_external_id)
+        if workspace is None or workspace.external_id not in allowed:
+            raise ApiError(403, f"This API key may not send for workspace {workspace_external_id!r}.")
+
+
+def _accepted(message: Message, noun: str) -> JsonResponse:
+    if message.status == Status.SCHEDULED:
+        text = f"{noun} scheduled successfully"
+    elif message.status == Status.ACCEPTED:
+        text = f"{noun} accepted; it will be queued as soon as the queue backend is reachable"
+    else:
+        text = f"{noun} queued for immediate delivery"
+    return JsonResponse(
+        {
+            "success": True,
+            "id": str(message.id),
+            "jobId": message.rq_job_id,
+            "status": message.status,
+            "scheduledFor": message.scheduled_for.isoformat() if message.scheduled_for else None,
+            "message": text,
+        },
+        status=202,
+    )
+
+
+@api_view(("POST",))
+def schedule_sms(request: HttpRequest) -> JsonResponse:
+    """POST /api/schedule-sms: accept one SMS (earlier service's body), answer 202 with its id."""
+    cleaned = clean_sms_request(parse_json_body(request))
+    _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
+    message = services.message_create(api_key=request.api_key, **cleaned)
+    return _accepted(message, "SMS")
+
+
+def _message_for_key(request: HttpRequest, message_id: str) -> Message:
+    try:
+        pk = uuid.UUID(message_id)
+    except ValueError as exc:
+        raise ApiError(404, "Message not found.") from exc
+    message = Message.objects.select_related("workspace").filter(pk=pk).first()
+    if message is None:
+        raise ApiError(404, "Message not found.")
+    allowed = set(request.api_key.workspaces.values_list("pk", flat=True))
+    if allowed and message.workspace_id not in allowed:
+        raise ApiError(404, "Message not found.")
+    return message
+
+
+@api_view(("GET",))
+def message_detail(request: HttpRequest, message_id: str) -> JsonResponse:
+    """GET /api/messages/<id>: status, attempts, timestamps and last error of one message."""
+    message = _message_for_key(request, message_id)
+    return JsonResponse({"success": True, **selectors.message_as_dict(message)})
+
+
+@api_view(("POST",))
+def message_cancel(request: HttpRequest, message_id: str) -> JsonResponse:
+    """POST /api/messages/<id>/cancel: cancel before sending; 409 once sending, sent or failed."""
+    message = _message_for_key(request, message_id)
+    try:
+        message = services.message_cancel(message=message)
+    except services.MessageStateError as exc:
+        raise ApiError(409, str(exc)) from exc
+    return JsonResponse({"success": True, "message": "Message cancelled", **selectors.message_as_dict(message)})
+
+
+@api_view(("GET",))
+def queue_counts(request: HttpRequest) -> JsonResponse:
+    """GET /api/queues: per queue, job counts waiting, active, completed, failed and delayed.
+
+    `delayed` counts scheduled messages and retries waiting for their time, from the database.
+    """
+    delayed = selectors.delayed_counts()
+    result = {}
+    for name in queues.QUEUE_NAMES:
+        queue = queues.get_queue(name)
+        result[name] = {
+            "waiting": queue.count,
+            "active": StartedJobRegistry(queue=queue).count,
+            "completed": FinishedJobRegistry(queue=queue).count,
+            "failed": FailedJobRegistry(queue=queue).count,
+            "delayed": delayed.get(name, 0),
+        }
+    return JsonResponse({"success": True, "queues": result})
+
+
+@api_view(("GET",), auth=False)
+def health(request: HttpRequest) -> JsonResponse:
+    """GET /health: liveness; answers 200 while the process serves requests."""
+    return JsonResponse({"status": "ok", "time": timezone.now().isoformat()})
+
+
+@api_view(("GET",), auth=False)
+def health_ready(request: HttpRequest) -> JsonResponse:
+    """GET /health/ready: 200 when the database and Redis both answer, else 503 naming which is down."""
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except DatabaseError as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    try:
+        queues.get_connection().ping()
+        checks["redis"] = "ok"
+    except redis.exceptions.RedisError as exc:
+        checks["redis"] = f"down: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,256 @@
+"""Durable records of the service. The database, not Redis, is the source of truth."""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def validate_timezone(value: str) -> None:
+    """Raise ValidationError unless `value` is an IANA time zone name known to zoneinfo."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not an IANA time zone name.") from exc
+
+
+class Workspace(models.Model):
+    """A client's workspace, known by the ID its backend sends (kept as the exact string)."""
+
+    external_id = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True, help_text="Shown in the dashboard instead of the ID.")
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="IANA name; a scheduledFor without an offset is read in this zone.",
+    )
+    default_phone_region = models.CharField(
+        max_length=2,
+        blank=True,
+        help_text="ISO 3166 region (e.g. US) used for phone numbers sent without a country code.",
+    )
+    ai_system_prompt = models.TextField(blank=True)
+    sms_per_second = models.PositiveIntegerField(null=True, blank=True)
+    email_per_second = models.PositiveIntegerField(null=True, blank=True)
+    ai_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "external_id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.external_id})" if self.name else self.external_id
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.external_id
+
+
+class WorkspaceAlias(models.Model):
+    """Another ID (e.g. a generic "workspace-1") that resolves to the same workspace."""
+
+    alias = models.CharField(max_length=100, unique=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="aliases")
+
+    class Meta:
+        verbose_name_plural = "workspace aliases"
+
+    def __str__(self) -> str:
+        return f"{self.alias} → {self.workspace.external_id}"
+
+
+class ApiKey(models.Model):
+    """An API key. Only the SHA-256 of the secret is stored; the key is shown once at creation."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    workspaces = models.ManyToManyField(
+        Workspace, blank=True, related_name="api_keys", help_text="Empty means every workspace."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Channel(models.TextChoices):
+    SMS = "sms", "SMS"
+    EMAIL = "email", "Email"
+    AI = "ai", "AI reply"
+
+
+class Status(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted"
+    QUEUED = "queued", "Queued"
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+WAITING_STATUSES = (Status.ACCEPTED, Status.QUEUED, Status.SCHEDULED)
+FINAL_STATUSES = (Status.SENT, Status.FAILED, Status.CANCELLED)
+
+
+class Message(models.Model):
+    """One accepted request: an SMS, an email or an AI reply, with its delivery state.
+
+    Times are aware UTC datetimes. `scheduled_for` is when the client asked for delivery;
+    `next_attempt_at` is the earliest time the next delivery attempt may start (the scheduled time,
+    or the end of a retry backoff); a job that arrives earlier defers itself.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="messages")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    contact_id = models.CharField(max_length=200, blank=True)
+    # E.164 phone number, email address, or (AI) the callback URL's host.
+    recipient = models.CharField(max_length=320, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body = models.TextField(blank=True)
+    media_url = models.URLField(max_length=2000, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # SMS: segment count and encoding ("GSM-7" or "UCS-2").
+    segments = models.PositiveIntegerField(null=True, blank=True)
+    encoding = models.CharField(max_length=8, blank=True)
+    # AI: the client's message id, callback target, rate-limit key and the generated reply.
+    external_message_id = models.CharField(max_length=200, blank=True)
+    callback_url = models.URLField(max_length=2000, blank=True)
+    rate_limit_key = models.CharField(max_length=200, blank=True)
+    response_text = models.TextField(blank=True)
+    ai_model = models.CharField(max_length=100, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    generation_ms = models.PositiveIntegerField(null=True, blank=True)
+    generated_at = models.DateTimeField(null=True, blank=True)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACCEPTED)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    last_error = models.TextField(blank=True)
+    # For grouping failures: "http_400", "http_503", "ConnectTimeout", ...
+    error_kind = models.CharField(max_length=64, blank=True)
+    provider_status = models.PositiveIntegerField(null=True, blank=True)
+    provider_response = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True)
+    rq_job_id = models.CharField(max_length=64, blank=True)
+
+    accepted_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sending_started_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Set when the retention job cleared recipient and content; the counts for metrics remain.
+    redacted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-accepted_at"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="msg_status_next"),
+            models.Index(fields=["workspace", "channel", "status", "accepted_at"], name="msg_ws_chan_status"),
+            models.Index(fields=["channel", "status", "accepted_at"], name="msg_chan_status"),
+            models.Index(fields=["accepted_at"], name="msg_accepted"),
+            models.Index(fields=["status", "scheduled_for"], name="msg_status_sched"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class DeliveryAttempt(models.Model):
+    """One outbound call made for a message: the provider call, the AI generation or the callback."""
+
+    class Kind(models.TextChoices):
+        PROVIDER = "provider", "Provider"
+        GENERATION = "generation", "AI generation"
+        CALLBACK = "callback", "Callback"
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "Success"
+        TRANSIENT = "transient", "Transient error"
+        PERMANENT = "permanent", "Permanent error"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="delivery_attempts")
+    number = models.PositiveIntegerField(help_text="1-based attempt number of the message.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PROVIDER)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    url = models.CharField(max_length=2000, blank=True)
+    http_status = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    error_kind = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["started_at"]
+        indexes = [models.Index(fields=["message", "started_at"], name="attempt_msg_started")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.message_id}: {self.outcome}"
+
+
+class SandboxReceipt(models.Model):
+    """A request the built-in sandbox received while acting as a provider or callback target."""
+
+    class Endpoint(models.TextChoices):
+        SMS = "sms", "SMS API"
+        EMAIL = "email", "Email API"
+        AI = "ai", "AI chat completions"
+        CALLBACK = "callback", "Callback receiver"
+
+    endpoint = models.CharField(max_length=10, choices=Endpoint.choices)
+    received_at = models.DateTimeField(auto_now_add=True)
+    path = models.CharField(max_length=500)
+    headers = models.JSONField(default=dict)
+    idempotency_key = models.CharField(max_length=255, blank=True, db_index=True)
+    payload = models.JSONField(null=True, blank=True)
+    response_status = models.PositiveIntegerField()
+    signature_valid = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_endpoint_display()} {self.received_at:%Y-%m-%d %H:%M:%S} → {self.response_status}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a request sent with an `Idempotency-Key` header, scoped to the API key.
+
+    `response_status` is null while the first request is still being handled.
+    """
+
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_per_api_key")]
+        indexes = [models.Index(fields=["created_at"], name="idem_created")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,180 @@
+"""What every outbound HTTP call shares: timeouts, headers, bounded reads, error classification.
+
+Classification (DESIGN.md, "Outbound contracts"): 5xx, 429, timeouts and connection errors are
+transient (retried with backoff, honouring Retry-After); a redirect or any other 4xx is permanent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+# Bytes of a response body read at most; the rest is never downloaded.
+MAX_RESPONSE_BYTES = 64 * 1024
+# Characters of a response or error kept in the database.
+EXCERPT_CHARS = 2000
+USER_AGENT = "queue-service/0.1"
+
+_local = threading.local()
+
+
+def http_session() -> requests.Session:
+    """Return this thread's requests.Session (keeps provider connections alive between calls)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.headers["User-Agent"] = USER_AGENT
+        _local.session = session
+    return session
+
+
+@dataclass
+class CallResult:
+    """What one HTTP call did. Times: `started_at` aware UTC, `duration_ms` milliseconds."""
+
+    url: str
+    started_at: datetime
+    duration_ms: int = 0
+    http_status: int | None = None
+    ok: bool = False
+    transient: bool = False
+    error_kind: str = ""
+    error: str = ""
+    response_text: str = ""
+    retry_after: float | None = None  # seconds, from a Retry-After header
+    location: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        """The response body parsed as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.response_text)
+        except ValueError:
+            return None
+
+
+class ProviderError(Exception):
+    """A failed outbound call. `transient` decides retry (True) versus fail now (False)."""
+
+    def __init__(self, result: CallResult):
+        super().__init__(result.error)
+        self.result = result
+
+    @property
+    def transient(self) -> bool:
+        return self.result.transient
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Return seconds to wait from a Retry-After header (delay-seconds or HTTP-date), or None.
+
+    Source: RFC 9110, section 10.2.3.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or timezone.now())).total_seconds())
+
+
+def excerpt(text: str) -> str:
+    """Return at most EXCERPT_CHARS characters of `text`, marking the cut."""
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
+
+
+class ProviderClient:
+    """Base for provider clients: POST JSON with timeouts, no redirects, and a bounded read.
+
+    Timeouts (seconds) come from PROVIDER_CONNECT_TIMEOUT and PROVIDER_READ_TIMEOUT, both below the
+    RQ job timeout, so a hung provider fails the attempt instead of the job being killed.
+    """
+
+    name = "provider"
+
+    def __init__(self, *, connect_timeout: float | None = None, read_timeout: float | None = None):
+        self.timeout = (
+            connect_timeout or settings.PROVIDER_CONNECT_TIMEOUT,
+            read_timeout or settings.PROVIDER_READ_TIMEOUT,
+        )
+
+    def post_json(self, url: str, payload: Any, *, headers: dict[str, str] | None = None) -> CallResult:
+        """POST `payload` as JSON to `url` and return a CallResult; never raises for HTTP outcomes.
+
+        `result.ok` is True for a 2xx. A 3xx is a permanent failure that records its Location.
+        """
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return self.post_bytes(url, body, headers={"Content-Type": "application/json", **(headers or {})})
+
+    def post_bytes(self, url: str, body: bytes, *, headers: dict[str, str]) -> CallResult:
+        """POST raw `body` bytes; same contract as post_json."""
+        result = CallResult(url=url, started_at=timezone.now())
+        started = time.monotonic()
+        try:
+            response = http_session().post(
+                url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
+            )
+            try:
+                raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+            finally:
+                response.close()
+            result.http_status = response.status_code
+            result.response_text = raw.decode(response.encoding or "utf-8", errors="replace")
+            self.classify(result, response)
+        except requests.Timeout as exc:
+            result.transient, result.error_kind = True, type(exc).__name__
+            result.error = f"{type(exc).__name__}: no answer within {self.timeout[0]:g}s connect / {self.timeout[1]:g}s read"
+        except requests.RequestException as exc:
+            result.transient, result.error_kind = True, type(exc).__name__
+            result.error = excerpt(f"{type(exc).__name__}: {exc}")
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    def classify(self, result: CallResult, response: requests.Response) -> None:
+        """Set ok / transient / error fields of `result` from the HTTP status."""
+        status = response.status_code
+        if 200 <= status < 300:
+            result.ok = True
+            return
+        result.error_kind = f"http_{status}"
+        reason = _reason_from_body(result.response_text) or response.reason or ""
+        if 300 <= status < 400:
+            result.location = response.headers.get("Location", "")
+            result.error = excerpt(f"HTTP {status} redirect to {result.location or '(no Location)'}; redirects are not followed")
+        elif status == 429 or status >= 500:
+            result.transient = True
+            result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            result.error = excerpt(f"HTTP {status}: {reason}".rstrip(": "))
+        else:
+            result.error = excerpt(f"HTTP {status}: {reason}".rstrip(": "))
+
+
+def _reason_from_body(text: str) -> str:
+    """Pull a provider's reason out of a JSON error body ({"error": ...}, {"message": ...}), else the text."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:500]
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail", "reason"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or json.dumps(value)
+            if value:
+                return str(value)[:500]
+    return text.strip()[:500]

@@ -1,0 +1,125 @@
+"""Redis queues: one shared connection per process, enqueueing delivery jobs now or at a time.
+
+Jobs carry only the message id (see DESIGN.md, "Flow"): payloads stay in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+import django_rq
+import redis
+from django.conf import settings
+from rq import Queue
+from rq_scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+DELIVER_JOB = "messaging.jobs.deliver"
+QUEUE_NAMES = ("sms", "email", "ai")
+# Seconds RQ keeps results of finished jobs and the records of failed jobs (RQ's default for failed
+# jobs is one year, far longer than anyone reads them; the database keeps the history).
+RESULT_TTL = 7 * 86_400
+FAILURE_TTL = 30 * 86_400
+
+_lock = threading.Lock()
+_connection: redis.Redis | None = None
+
+
+def get_connection() -> redis.Redis:
+    """Return this process's Redis client for REDIS_URL, created once and reused (it pools sockets).
+
+    Socket timeouts come from REDIS_SOCKET_TIMEOUT (seconds) so a dead Redis fails a call quickly
+    with redis.exceptions.ConnectionError / TimeoutError instead of hanging a request.
+    """
+    global _connection
+    if _connection is None:
+        with _lock:
+            if _connection is None:
+                _connection = redis.Redis.from_url(
+                    settings.REDIS_URL,
+                    socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+                    socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+                    health_check_interval=30,
+                )
+    return _connection
+
+
+def reset_connection() -> None:
+    """Forget the cached client (tests that point REDIS_URL elsewhere call this)."""
+    global _connection
+    with _lock:
+        _connection = None
+
+
+def get_queue(name: str) -> Queue:
+    """Return the RQ queue `name` ("sms", "email", "ai" or "default") on the shared connection."""
+    return django_rq.get_queue(name, connection=get_connection())
+
+
+def get_scheduler(name: str = "default") -> Scheduler:
+    """Return an rq-scheduler Scheduler that places due jobs on queue `name`."""
+    return django_rq.get_scheduler(name, queue=get_queue(name), connection=get_connection())
+
+
+def new_job_id() -> str:
+    """Return a fresh RQ job id (a UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+def scheduler_time(when: datetime) -> datetime:
+    """Round an aware datetime up to the next whole second, in UTC.
+
+    rq-scheduler stores scores as whole Unix seconds (truncating) and moves a job when
+    `int(now) >= score`, so rounding up guarantees the job never reaches a worker before `when`.
+    """
+    when = when.astimezone(dt_timezone.utc)
+    if when.microsecond:
+        when = when.replace(microsecond=0) + timedelta(seconds=1)
+    return when
+
+
+def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime | None = None) -> str:
+    """Put a `deliver(message_id)` job on the channel's queue, now or at `at` (aware datetime).
+
+    Returns the job id. Raises redis.exceptions.RedisError when Redis cannot be reached; the message
+    then stays in the database and the sweep enqueues it later.
+    """
+    if at is None:
+        get_queue(channel).enqueue(
+            DELIVER_JOB,
+            message_id,
+            job_id=job_id,
+            job_timeout=settings.RQ_JOB_TIMEOUT,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+        )
+    else:
+        get_scheduler(channel).enqueue_at(
+            scheduler_time(at),
+            DELIVER_JOB,
+            message_id,
+            job_id=job_id,
+            timeout=settings.RQ_JOB_TIMEOUT,
+            job_result_ttl=RESULT_TTL,
+        )
+    return job_id
+
+
+def cancel_job(job_id: str) -> None:
+    """Best effort: drop a scheduled job from rq-scheduler and delete the job hash.
+
+    The worker's conditional claim is what really prevents a send; this only keeps Redis tidy.
+    """
+    if not job_id:
+        return
+    try:
+        connection = get_connection()
+        get_scheduler().cancel(job_id)
+        connection.delete(f"rq:job:{job_id}")
+    except redis.exceptions.RedisError:
+        logger.warning("could not remove job %s from Redis", job_id)

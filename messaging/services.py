@@ -1,0 +1,368 @@
+"""Writes: creating, cancelling, retrying, rescheduling and delivering messages.
+
+All times are aware UTC datetimes. Enqueueing happens after the database transaction commits, so a
+worker never sees a job for a row it cannot read; when Redis is unreachable the message stays in the
+database (status `accepted`, or `queued` with its time) and the sweep enqueues it later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import queues
+from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace, WorkspaceAlias
+from .providers.base import CallResult, ProviderError, excerpt
+from .providers.sms import SmsClient
+
+logger = logging.getLogger(__name__)
+
+# A job that reaches a worker this many seconds (or less) before its message is due waits in place;
+# one that is earlier is put back on the scheduler. rq-scheduler polls once a second.
+EARLY_WAIT_MAX_SECONDS = 2.0
+CANCELLABLE = (Status.ACCEPTED, Status.QUEUED, Status.SCHEDULED)
+CLAIMABLE = (Status.QUEUED, Status.SCHEDULED)
+
+
+# --- Workspaces and API keys ----------------------------------------------------------------------
+
+
+def workspace_lookup(external_id: str) -> Workspace | None:
+    """Return the workspace for an ID or alias as sent by a client, or None when unknown."""
+    workspace = Workspace.objects.filter(external_id=external_id).first()
+    if workspace is None:
+        alias = WorkspaceAlias.objects.select_related("workspace").filter(alias=external_id).first()
+        workspace = alias.workspace if alias else None
+    return workspace
+
+
+def workspace_get_or_create(*, external_id: str) -> Workspace:
+    """Return the workspace for an ID or alias, creating one with an empty name when unknown."""
+    workspace = workspace_lookup(external_id)
+    if workspace is None:
+        workspace, _ = Workspace.objects.get_or_create(external_id=external_id)
+    return workspace
+
+
+API_KEY_PREFIX = "mq"
+
+
+def _hash_secret(secret: str) -> str:
+    # The secret has 256 bits of entropy, so a single SHA-256 is enough; a slow password hash would
+    # only cost time on every request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(*, name: str, workspace_ids: list[str] | None = None) -> tuple[ApiKey, str]:
+    """Create an API key and return (record, full key). The full key is not stored anywhere.
+
+    Key format: `mq_<prefix>_<secret>` where prefix is 8 hex characters used for lookup and secret is
+    43 URL-safe characters; only the SHA-256 of the secret is stored.
+    """
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(name=name, prefix=prefix, secret_hash=_hash_secret(secret))
+    for external_id in workspace_ids or []:
+        key.workspaces.add(workspace_get_or_create(external_id=external_id))
+    return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """Return the active ApiKey matching `raw_key`, or None (unknown, malformed or revoked alike).
+
+    Updates `last_used_at` at most once a minute per key, so authentication stays one indexed read.
+    """
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        return None
+    key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+# --- Creating and changing messages ---------------------------------------------------------------
+
+
+def _enqueue_after_commit(message: Message) -> None:
+    """Register the enqueue of `message` for after the current transaction commits."""
+
+    def enqueue() -> None:
+        try:
+            queues.enqueue_delivery(
+                str(message.id), message.channel, job_id=message.rq_job_id, at=message.next_attempt_at
+            )
+        except redis.exceptions.RedisError as exc:
+            logger.warning("Redis unavailable, message %s left for the sweep: %s", message.id, exc)
+            if message.status != Status.ACCEPTED:
+                Message.objects.filter(pk=message.pk, status=message.status).update(status=Status.ACCEPTED)
+                message.status = Status.ACCEPTED
+
+    transaction.on_commit(enqueue)
+
+
+def _mark_waiting(message: Message, when: datetime | None, now: datetime) -> None:
+    """Set the fields of a message that is about to be enqueued (not saved)."""
+    message.status = Status.SCHEDULED if when else Status.QUEUED
+    message.scheduled_for = when if when else message.scheduled_for
+    message.next_attempt_at = when
+    message.queued_at = now
+    message.rq_job_id = queues.new_job_id()
+
+
+@transaction.atomic
+def message_create(
+    *,
+    channel: str,
+    workspace_external_id: str,
+    api_key: ApiKey | None = None,
+    contact_id: str = "",
+    recipient: str = "",
+    body: str = "",
+    subject: str = "",
+    media_url: str = "",
+    metadata: dict | None = None,
+    scheduled_for: datetime | None = None,
+    **extra: Any,
+) -> Message:
+    """Store an accepted request as a Message and enqueue it once the transaction commits.
+
+    `scheduled_for` (aware) delays delivery; None sends now. `extra` sets further Message fields
+    (segments, encoding, callback_url, ...). Returns the message with status `queued` or `scheduled`
+    (or `accepted` when Redis could not be reached; the sweep enqueues it later).
+    """
+    now = timezone.now()
+    message = Message(
+        channel=channel,
+        workspace=workspace_get_or_create(external_id=workspace_external_id),
+        api_key=api_key,
+        contact_id=contact_id,
+        recipient=recipient,
+        body=body,
+        subject=subject,
+        media_url=media_url,
+        metadata=metadata or {},
+        max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
+        **extra,
+    )
+    _mark_waiting(message, scheduled_for, now)
+    message.save(force_insert=True)
+    _enqueue_after_commit(message)
+    return message
+
+
+class MessageStateError(Exception):
+    """The message is not in a status that allows the action; `message` says which status it is in."""
+
+
+@transaction.atomic
+def message_cancel(*, message: Message) -> Message:
+    """Cancel a message that has not started sending. Cancelling a cancelled message is a no-op.
+
+    Raises MessageStateError when it is sending, sent or failed.
+    """
+    now = timezone.now()
+    updated = Message.objects.filter(pk=message.pk, status__in=CANCELLABLE).update(
+        status=Status.CANCELLED, cancelled_at=now, next_attempt_at=None
+    )
+    message.refresh_from_db()
+    if not updated and message.status != Status.CANCELLED:
+        raise MessageStateError(f"Message is {message.status} and can no longer be cancelled.")
+    if updated:
+        job_id = message.rq_job_id
+        transaction.on_commit(lambda: queues.cancel_job(job_id))
+    return message
+
+
+@transaction.atomic
+def message_retry(*, message: Message) -> Message:
+    """Queue a failed message again with a fresh set of attempts. Raises MessageStateError otherwise."""
+    now = timezone.now()
+    job_id = queues.new_job_id()
+    updated = Message.objects.filter(pk=message.pk, status=Status.FAILED).update(
+        status=Status.QUEUED,
+        next_attempt_at=None,
+        queued_at=now,
+        failed_at=None,
+        max_attempts=F("attempts") + settings.DELIVERY_MAX_ATTEMPTS,
+        rq_job_id=job_id,
+    )
+    message.refresh_from_db()
+    if not updated:
+        raise MessageStateError(f"Only failed messages can be retried; this one is {message.status}.")
+    _enqueue_after_commit(message)
+    return message
+
+
+@transaction.atomic
+def message_reschedule(*, message: Message, scheduled_for: datetime | None) -> Message:
+    """Move a waiting message to a new send time (aware datetime; None or past = now).
+
+    Raises MessageStateError unless the message is accepted, queued or scheduled.
+    """
+    now = timezone.now()
+    when = scheduled_for if scheduled_for and scheduled_for > now else None
+    old_job = message.rq_job_id
+    job_id = queues.new_job_id()
+    updated = Message.objects.filter(pk=message.pk, status__in=CANCELLABLE).update(
+        status=Status.SCHEDULED if when else Status.QUEUED,
+        scheduled_for=when,
+        next_attempt_at=when,
+        rq_job_id=job_id,
+    )
+    message.refresh_from_db()
+    if not updated:
+        raise MessageStateError(f"Message is {message.status} and can no longer be rescheduled.")
+    transaction.on_commit(lambda: queues.cancel_job(old_job))
+    _enqueue_after_commit(message)
+    return message
+
+
+# --- Delivery (runs in the worker) ----------------------------------------------------------------
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): exponential, capped."""
+    delay = settings.RETRY_BACKOFF_BASE * settings.RETRY_BACKOFF_FACTOR ** max(0, attempt - 1)
+    return min(delay, settings.RETRY_BACKOFF_MAX)
+
+
+def _send_sms(message: Message) -> CallResult:
+    return SmsClient().send(message)
+
+
+# channel -> function that performs the outbound call(s) for one attempt; returns the successful
+# CallResult or raises ProviderError.
+SENDERS: dict[str, Callable[[Message], CallResult]] = {"sms": _send_sms}
+
+
+def attempt_record(message: Message, result: CallResult, *, kind: str = DeliveryAttempt.Kind.PROVIDER) -> None:
+    """Store one DeliveryAttempt row for `result` (error and response cut to a bounded excerpt)."""
+    if result.ok:
+        outcome = DeliveryAttempt.Outcome.SUCCESS
+    elif result.transient:
+        outcome = DeliveryAttempt.Outcome.TRANSIENT
+    else:
+        outcome = DeliveryAttempt.Outcome.PERMANENT
+    DeliveryAttempt.objects.create(
+        message=message,
+        number=message.attempts,
+        kind=kind,
+        started_at=result.started_at,
+        duration_ms=result.duration_ms,
+        url=result.url[:2000],
+        http_status=result.http_status,
+        outcome=outcome,
+        error_kind=result.error_kind[:64],
+        error=excerpt(result.error),
+        response_excerpt=excerpt(result.response_text),
+    )
+
+
+def _defer(message: Message, at: datetime) -> None:
+    """Put the message's job back on the scheduler for `at` without using an attempt."""
+    job_id = queues.new_job_id()
+    Message.objects.filter(pk=message.pk, status__in=CLAIMABLE).update(rq_job_id=job_id)
+    queues.enqueue_delivery(str(message.pk), message.channel, job_id=job_id, at=at)
+
+
+def message_deliver(*, message_id: str) -> str:
+    """Make one delivery attempt for a message; the body of the `deliver` job.
+
+    Claims the message with a conditional update (queued/scheduled -> sending); when the claim fails
+    (sent, cancelled, or claimed by another job) it does nothing. A job that arrives before the
+    message's `next_attempt_at` waits (up to EARLY_WAIT_MAX_SECONDS) or defers itself, so nothing is
+    handed to a provider early. Outcomes: `sent`; a transient error with attempts left goes back on
+    the scheduler after the backoff (or the provider's Retry-After); otherwise `failed` with the reason.
+    Returns a short description of what happened (stored as the RQ job result).
+    """
+    message = Message.objects.select_related("workspace").filter(pk=message_id).first()
+    if message is None:
+        return "missing"
+    if message.status not in CLAIMABLE:
+        return f"skipped: message is {message.status}"
+    now = timezone.now()
+    if message.next_attempt_at and message.next_attempt_at > now:
+        wait = (message.next_attempt_at - now).total_seconds()
+        if wait > EARLY_WAIT_MAX_SECONDS:
+            _defer(message, message.next_attempt_at)
+            return f"deferred {wait:.1f}s"
+        time.sleep(wait)
+        now = timezone.now()
+    claimed = (
+        Message.objects.filter(pk=message.pk, status__in=CLAIMABLE)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now)
+    )
+    if claimed != 1:
+        return "skipped: claimed elsewhere or not due"
+    message.refresh_from_db()
+    try:
+        result = SENDERS[message.channel](message)
+    except ProviderError as exc:
+        return _record_failure(message, exc.result)
+    _record_success(message, result)
+    return "sent"
+
+
+@transaction.atomic
+def _record_success(message: Message, result: CallResult) -> None:
+    attempt_record(message, result)
+    data = result.json()
+    provider_id = ""
+    if isinstance(data, dict):
+        provider_id = str(data.get("id") or data.get("sid") or data.get("messageId") or "")[:200]
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=Status.SENT,
+        sent_at=timezone.now(),
+        next_attempt_at=None,
+        provider_status=result.http_status,
+        provider_response=excerpt(result.response_text),
+        provider_message_id=provider_id,
+        last_error="",
+        error_kind="",
+    )
+
+
+@transaction.atomic
+def _record_failure(message: Message, result: CallResult) -> str:
+    attempt_record(message, result)
+    now = timezone.now()
+    fields = {
+        "last_error": excerpt(result.error),
+        "error_kind": result.error_kind[:64],
+        "provider_status": result.http_status,
+        "provider_response": excerpt(result.response_text),
+    }
+    if result.transient and message.attempts < message.max_attempts:
+        delay = result.retry_after if result.retry_after is not None else backoff_seconds(message.attempts)
+        delay = min(delay, settings.RETRY_BACKOFF_MAX)
+        message.next_attempt_at = now + timedelta(seconds=delay)
+        message.rq_job_id = queues.new_job_id()
+        message.status = Status.QUEUED
+        Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+            status=Status.QUEUED, next_attempt_at=message.next_attempt_at, rq_job_id=message.rq_job_id, **fields
+        )
+        _enqueue_after_commit(message)
+        return f"retry in {delay:.1f}s: {result.error}"
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=Status.FAILED, failed_at=now, next_attempt_at=None, **fields
+    )
+    return f"failed: {result.error}"

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import api, sandbox
+
+urlpatterns = [
+    path("api/schedule-sms", api.schedule_sms, name="api-schedule-sms"),
+    path("api/messages/<str:message_id>", api.message_detail, name="api-message-detail"),
+    path("api/messages/<str:message_id>/cancel", api.message_cancel, name="api-message-cancel"),
+    path("api/queues", api.queue_counts, name="api-queues"),
+    path("health", api.health, name="health"),
+    path("health/ready", api.health_ready, name="health-ready"),
+    path("sandbox/send-sms", sandbox.send_sms, name="sandbox-send-sms"),
+]

@@ -1,0 +1,298 @@
+"""Validation of incoming message requests: shapes, E.164 numbers, SMS segments, schedule times.
+
+Every validator collects problems per field and raises `RequestInvalid` with
+`errors = {field: [reason, ...]}`, so the API can answer 400 with all of them at once. The dashboard's
+test-send forms call the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import phonenumbers
+from django.conf import settings
+from django.utils import timezone
+
+MAX_ID_LENGTH = 100
+MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
+MAX_METADATA_KEYS = 50
+MAX_METADATA_DEPTH = 5
+
+
+class RequestInvalid(Exception):
+    """Raised with `errors`: a dict of field name to a list of human-readable reasons."""
+
+    def __init__(self, errors: dict[str, list[str]], message: str = "Validation failed"):
+        super().__init__(message)
+        self.errors = errors
+        self.message = message
+
+
+@dataclass
+class Errors:
+    """Collects field errors while validating; `raise_if_any()` raises RequestInvalid."""
+
+    items: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, name: str, reason: str) -> None:
+        self.items.setdefault(name, []).append(reason)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise RequestInvalid(self.items)
+
+
+# --- Identifiers ----------------------------------------------------------------------------------
+
+
+def clean_identifier(value: Any, name: str, errors: Errors, *, required: bool = True) -> str:
+    """Return an ID sent as a JSON string or integer as its exact string form ('' when absent).
+
+    Integers become their decimal string (66338 -> "66338"); booleans, floats, objects and empty strings
+    are errors. Strings are kept exactly (no trimming) up to MAX_ID_LENGTH characters.
+    """
+    if value is None or value == "":
+        if required:
+            errors.add(name, "This field is required.")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        errors.add(name, "Must be a string or an integer.")
+        return ""
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        errors.add(name, f"Must be at most {MAX_ID_LENGTH} characters.")
+        return ""
+    return text
+
+
+def clean_text(value: Any, name: str, errors: Errors, *, max_length: int, required: bool = True) -> str:
+    """Return a string field, or '' after recording why it is missing, empty, not a string or too long."""
+    if value is None:
+        if required:
+            errors.add(name, "This field is required.")
+        return ""
+    if not isinstance(value, str):
+        errors.add(name, "Must be a string.")
+        return ""
+    if required and not value.strip():
+        errors.add(name, "Must not be empty.")
+        return ""
+    if len(value) > max_length:
+        errors.add(name, f"Must be at most {max_length} characters (got {len(value)}).")
+        return ""
+    return value
+
+
+def clean_metadata(value: Any, errors: Errors, name: str = "metadata") -> dict:
+    """Return metadata as a dict; it must be a JSON object of bounded size and nesting depth."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.add(name, "Must be a JSON object.")
+        return {}
+    if len(value) > MAX_METADATA_KEYS:
+        errors.add(name, f"Must have at most {MAX_METADATA_KEYS} keys.")
+        return {}
+    if _depth(value) > MAX_METADATA_DEPTH:
+        errors.add(name, f"Must be nested at most {MAX_METADATA_DEPTH} levels deep.")
+        return {}
+    return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def clean_url(value: Any, name: str, errors: Errors, *, required: bool = False) -> str:
+    """Return an absolute http(s) URL, or '' after recording why it is not one."""
+    text = clean_text(value, name, errors, max_length=2000, required=required)
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        errors.add(name, "Must be an absolute http or https URL.")
+        return ""
+    return text
+
+
+# --- Phone numbers and SMS segments ---------------------------------------------------------------
+
+
+def normalize_phone_number(value: str, default_region: str = "") -> str:
+    """Return `value` as an E.164 string ("+14155550123").
+
+    A number without a country code is read in `default_region` (ISO 3166 alpha-2, e.g. "US").
+    Raises ValueError with a readable reason when the number cannot be parsed or is not a valid number.
+    Source: libphonenumber via the `phonenumbers` package.
+    """
+    try:
+        number = phonenumbers.parse(value, default_region.upper() or None)
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            raise ValueError(
+                "Has no country code (start with + and the country code, e.g. +14155550123), "
+                "and the workspace has no default phone region."
+            ) from exc
+        raise ValueError("Is not a phone number.") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("Is not a valid phone number.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# GSM 03.38 basic character set and the extension table (each extension character takes two septets).
+_GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = set("^{}\\[~]|€\f")
+
+
+def sms_segments(text: str) -> tuple[str, int]:
+    """Return (encoding, segment count) for an SMS body.
+
+    Encoding is "GSM-7" when every character is in the GSM 03.38 basic or extension table, else
+    "UCS-2". One segment holds 160 septets (GSM-7) or 70 UTF-16 code units (UCS-2); a concatenated
+    message spends a 6-byte user data header per part, leaving 153 septets or 67 code units.
+    Source: 3GPP TS 23.038 and TS 23.040.
+    """
+    if all(c in _GSM7_BASIC or c in _GSM7_EXTENSION for c in text):
+        units = sum(2 if c in _GSM7_EXTENSION else 1 for c in text)
+        single, multi, encoding = 160, 153, "GSM-7"
+    else:
+        units = len(text.encode("utf-16-le")) // 2
+        single, multi, encoding = 70, 67, "UCS-2"
+    if units <= single:
+        return encoding, 1
+    return encoding, math.ceil(units / multi)
+
+
+# --- Schedule times -------------------------------------------------------------------------------
+
+
+def clean_schedule(
+    delay: Any, scheduled_for: Any, tz_name: str, errors: Errors, *, now: datetime | None = None
+) -> datetime | None:
+    """Return the aware UTC send time, or None to send now.
+
+    - `delay` is milliseconds from now (a non-negative number); 0 means now.
+    - `scheduled_for` is ISO 8601. With an offset or "Z" it is exact; without one it is wall-clock time
+      in the workspace's IANA zone `tz_name`. A wall-clock time that does not exist (skipped by a DST
+      change) or occurs twice (repeated by one) is an error rather than a guess.
+    - A time in the past sends now; more than SCHEDULE_MAX_DAYS ahead is an error; both fields at once
+      is an error.
+    """
+    now = now or timezone.now()
+    has_delay = delay is not None
+    has_time = scheduled_for not in (None, "")
+    if has_delay and has_time:
+        errors.add("scheduledFor", "Send either delay or scheduledFor, not both.")
+        return None
+    when: datetime | None = None
+    if has_delay:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
+            errors.add("delay", "Must be a number of milliseconds.")
+            return None
+        if delay < 0:
+            errors.add("delay", "Must not be negative.")
+            return None
+        if delay > settings.SCHEDULE_MAX_DAYS * 86_400_000:
+            errors.add("delay", f"Must be at most {settings.SCHEDULE_MAX_DAYS} days.")
+            return None
+        if delay == 0:
+            return None
+        when = now + timedelta(milliseconds=delay)
+    elif has_time:
+        when = _parse_scheduled_for(scheduled_for, tz_name, errors)
+        if when is None:
+            return None
+        if when - now > timedelta(days=settings.SCHEDULE_MAX_DAYS):
+            errors.add("scheduledFor", f"Must be at most {settings.SCHEDULE_MAX_DAYS} days ahead.")
+            return None
+    if when is None or when <= now:
+        return None
+    return when.astimezone(dt_timezone.utc)
+
+
+def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime | None:
+    if not isinstance(value, str):
+        errors.add("scheduledFor", "Must be an ISO 8601 date-time string.")
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        errors.add("scheduledFor", "Is not an ISO 8601 date-time (e.g. 2030-03-27T09:30:00Z).")
+        return None
+    if parsed.tzinfo is not None:
+        return parsed
+    zone = zoneinfo.ZoneInfo(tz_name or "UTC")
+    first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        errors.add("scheduledFor", f"{value} occurs twice in {zone.key} (DST change); add an offset.")
+        return None
+    round_trip = first.astimezone(dt_timezone.utc).astimezone(zone).replace(tzinfo=None)
+    if round_trip != parsed:
+        errors.add("scheduledFor", f"{value} does not exist in {zone.key} (DST change); add an offset.")
+        return None
+    return first
+
+
+# --- Whole requests -------------------------------------------------------------------------------
+
+
+def _workspace_settings(external_id: str) -> tuple[str, str]:
+    """Return (IANA time zone, default phone region) of a workspace ID or alias; UTC and none if new."""
+    from .services import workspace_lookup
+
+    workspace = workspace_lookup(external_id) if external_id else None
+    if workspace is None:
+        return "UTC", ""
+    return workspace.timezone, workspace.default_phone_region
+
+
+def clean_sms_request(data: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+    """Validate an SMS request body (the earlier service's shape) and return `message_create` kwargs.
+
+    Input: `{phoneNumber, message, contactId, workspaceId, delay?(ms), scheduledFor?, mediaUrl?,
+    metadata?}`. Output keys: channel, workspace_external_id, contact_id, recipient (E.164), body,
+    media_url, metadata, scheduled_for (aware UTC or None), segments, encoding.
+    Raises RequestInvalid with per-field reasons.
+    """
+    errors = Errors()
+    workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
+    contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
+    body = clean_text(data.get("message"), "message", errors, max_length=MAX_SMS_LENGTH)
+    media_url = clean_url(data.get("mediaUrl"), "mediaUrl", errors)
+    metadata = clean_metadata(data.get("metadata"), errors)
+    tz_name, region = _workspace_settings(workspace_id)
+    phone = clean_text(data.get("phoneNumber"), "phoneNumber", errors, max_length=64)
+    recipient = ""
+    if phone:
+        try:
+            recipient = normalize_phone_number(phone, region)
+        except ValueError as exc:
+            errors.add("phoneNumber", str(exc))
+    scheduled_for = clean_schedule(data.get("delay"), data.get("scheduledFor"), tz_name, errors, now=now)
+    errors.raise_if_any()
+    encoding, segments = sms_segments(body)
+    return {
+        "channel": "sms",
+        "workspace_external_id": workspace_id,
+        "contact_id": contact_id,
+        "recipient": recipient,
+        "body": body,
+        "media_url": media_url,
+        "metadata": metadata,
+        "scheduled_for": scheduled_for,
+        "segments": segments,
+        "encoding": encoding,
+    }
