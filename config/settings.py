@@ -11,6 +11,7 @@ Every variable is listed with a comment in `.env.example`. `DJANGO_ENV` picks th
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-# A local .env (written by `make run`) is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A local .env (written by `make run`) is read when present; real environment variables win. The test
+# suite ignores it so a developer's settings cannot change test results.
+if os.environ.get("DJANGO_ENV") != "test":
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="production")
 if DJANGO_ENV not in {"development", "test", "production"}:
@@ -111,6 +114,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and queues -----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+if IS_TEST:
+    # Tests flush their Redis database: keep them off the one a developer's `make run` uses.
+    REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 # Seconds; a Redis call that takes longer fails instead of hanging a web request.
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
 # Seconds a delivery job may run before RQ kills it; every outbound timeout is shorter than this.

@@ -236,12 +236,12 @@ def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime |
         return parsed
     zone = zoneinfo.ZoneInfo(tz_name or "UTC")
     first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
-    if first.utcoffset() != second.utcoffset():
-        errors.add("scheduledFor", f"{value} occurs twice in {zone.key} (DST change); add an offset.")
-        return None
     round_trip = first.astimezone(dt_timezone.utc).astimezone(zone).replace(tzinfo=None)
     if round_trip != parsed:
         errors.add("scheduledFor", f"{value} does not exist in {zone.key} (DST change); add an offset.")
+        return None
+    if first.utcoffset() != second.utcoffset():
+        errors.add("scheduledFor", f"{value} occurs twice in {zone.key} (DST change); add an offset.")
         return None
     return first
 

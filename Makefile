@@ -1,0 +1,41 @@
+# Everything a fresh machine needs is installed by these targets (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: install run test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# A local .env for development with a freshly generated SECRET_KEY (never committed).
+.env:
+	sed "s|^SECRET_KEY=.*|SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')|; s|^DJANGO_ENV=.*|DJANGO_ENV=development|" .env.example > .env
+	@echo "Wrote .env (development settings, new SECRET_KEY)."
+
+# Migrate, create a demo staff user and an API key, then run web + worker + scheduler (+ Redis if needed).
+run: install .env
+	$(PY) manage.py run_dev
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache test-artifacts .run

@@ -1,0 +1,95 @@
+"""Shared fixtures: real Redis (a test database that is flushed), real local HTTP providers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from rq import SimpleWorker
+
+from messaging import queues
+from messaging.models import Message
+from messaging.services import api_key_create
+
+
+@pytest.fixture(autouse=True)
+def redis_clean():
+    """Every test starts with an empty test Redis database (TEST_REDIS_URL, db 15 by default)."""
+    queues.reset_connection()
+    connection = queues.get_connection()
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture
+def api_key(db) -> str:
+    """A fresh, unscoped API key (the full secret)."""
+    return api_key_create(name="tests")[1]
+
+
+class ApiClient:
+    """Django test client that sends JSON with a Bearer key."""
+
+    def __init__(self, key: str):
+        self.client = Client()
+        self.key = key
+
+    def post(self, path: str, body=None, *, raw: bytes | None = None, content_type="application/json", headers=None):
+        data = raw if raw is not None else json.dumps(body)
+        extra = {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
+        for name, value in (headers or {}).items():
+            extra["HTTP_" + name.upper().replace("-", "_")] = value
+        return self.client.post(path, data=data, content_type=content_type, **extra)
+
+    def get(self, path: str):
+        extra = {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
+        return self.client.get(path, **extra)
+
+
+@pytest.fixture
+def api(api_key) -> ApiClient:
+    return ApiClient(api_key)
+
+
+@pytest.fixture
+def sms_provider(httpserver, settings):
+    """A real local HTTP server acting as the SMS API; SMS_API_URL points at it."""
+    settings.SMS_API_URL = httpserver.url_for("").rstrip("/")
+    return httpserver
+
+
+def run_jobs(until: Callable[[], bool] | None = None, timeout: float = 15.0) -> None:
+    """Run the scheduler and a burst SimpleWorker on all queues until `until()` holds or nothing is left.
+
+    Repeats: move due scheduled jobs onto their queues, then work the queues dry. Without `until`,
+    stops once no job is queued or scheduled.
+    """
+    connection = queues.get_connection()
+    scheduler = queues.get_scheduler()
+    worker_queues = [queues.get_queue(name) for name in queues.QUEUE_NAMES]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scheduler.enqueue_jobs()
+        SimpleWorker(worker_queues, connection=connection).work(burst=True)
+        if until is not None:
+            if until():
+                return
+        elif not connection.zcard("rq:scheduler:scheduled_jobs") and not any(q.count for q in worker_queues):
+            return
+        time.sleep(0.05)
+    raise AssertionError("jobs did not finish in time")
+
+
+def message_status(message_id: str) -> str:
+    return Message.objects.get(pk=message_id).status
+
+
+@pytest.fixture
+def fixtures_file():
+    path = settings.BASE_DIR / "tests" / "fixtures" / "earlier-service-requests.json"
+    return json.loads(path.read_text())
