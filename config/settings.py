@@ -137,7 +137,9 @@ RETRY_BACKOFF_MAX = env.float("RETRY_BACKOFF_MAX", default=300.0)
 PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
 PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=15.0)
 if PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT >= RQ_JOB_TIMEOUT:
-    raise ImproperlyConfigured("PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT must be below RQ_JOB_TIMEOUT.")
+    raise ImproperlyConfigured(
+        "PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT must be below RQ_JOB_TIMEOUT."
+    )
 # Longest a message may be scheduled ahead, in days.
 SCHEDULE_MAX_DAYS = env.int("SCHEDULE_MAX_DAYS", default=366)
 # Largest request body the API accepts, in bytes (a 1,000-item bulk request fits).

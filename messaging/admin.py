@@ -3,7 +3,15 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from .models import ApiKey, DeliveryAttempt, IdempotencyRecord, Message, SandboxReceipt, Workspace, WorkspaceAlias
+from .models import (
+    ApiKey,
+    DeliveryAttempt,
+    IdempotencyRecord,
+    Message,
+    SandboxReceipt,
+    Workspace,
+    WorkspaceAlias,
+)
 
 
 class WorkspaceAliasInline(admin.TabularInline):
@@ -46,13 +54,31 @@ class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    readonly_fields = ("number", "kind", "started_at", "duration_ms", "http_status", "outcome", "error_kind", "error")
+    readonly_fields = (
+        "number",
+        "kind",
+        "started_at",
+        "duration_ms",
+        "http_status",
+        "outcome",
+        "error_kind",
+        "error",
+    )
     fields = readonly_fields
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "channel", "workspace", "recipient", "status", "attempts", "accepted_at", "scheduled_for")
+    list_display = (
+        "id",
+        "channel",
+        "workspace",
+        "recipient",
+        "status",
+        "attempts",
+        "accepted_at",
+        "scheduled_for",
+    )
     list_filter = ("channel", "status")
     search_fields = ("=id", "recipient", "contact_id", "workspace__external_id", "workspace__name")
     list_select_related = ("workspace",)

@@ -36,7 +36,9 @@ class ApiError(Exception):
         self.status, self.message, self.errors, self.headers = status, message, errors, headers or {}
 
 
-def error_response(status: int, message: str, errors: dict | None = None, headers: dict | None = None) -> JsonResponse:
+def error_response(
+    status: int, message: str, errors: dict | None = None, headers: dict | None = None
+) -> JsonResponse:
     """Return the JSON error shape with HTTP `status`."""
     body: dict[str, Any] = {"success": False, "message": message}
     if errors:
@@ -94,7 +96,9 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             try:
                 if request.method not in methods:
-                    raise ApiError(405, f"Method {request.method} not allowed.", headers={"Allow": ", ".join(methods)})
+                    raise ApiError(
+                        405, f"Method {request.method} not allowed.", headers={"Allow": ", ".join(methods)}
+                    )
                 if auth:
                     request.api_key = _authenticate(request)
                 return view(request, *args, **kwargs)
@@ -180,7 +184,9 @@ def message_cancel(request: HttpRequest, message_id: str) -> JsonResponse:
         message = services.message_cancel(message=message)
     except services.MessageStateError as exc:
         raise ApiError(409, str(exc)) from exc
-    return JsonResponse({"success": True, "message": "Message cancelled", **selectors.message_as_dict(message)})
+    return JsonResponse(
+        {"success": True, "message": "Message cancelled", **selectors.message_as_dict(message)}
+    )
 
 
 @api_view(("GET",))
@@ -225,4 +231,6 @@ def health_ready(request: HttpRequest) -> JsonResponse:
     except redis.exceptions.RedisError as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import django_rq
 import redis
@@ -77,7 +76,7 @@ def scheduler_time(when: datetime) -> datetime:
     rq-scheduler stores scores as whole Unix seconds (truncating) and moves a job when
     `int(now) >= score`, so rounding up guarantees the job never reaches a worker before `when`.
     """
-    when = when.astimezone(dt_timezone.utc)
+    when = when.astimezone(UTC)
     if when.microsecond:
         when = when.replace(microsecond=0) + timedelta(seconds=1)
     return when

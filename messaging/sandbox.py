@@ -44,7 +44,9 @@ def _headers(request: HttpRequest) -> dict[str, str]:
     return headers
 
 
-def receipt_record(request: HttpRequest, endpoint: str, payload: Any, status: int, **fields: Any) -> SandboxReceipt:
+def receipt_record(
+    request: HttpRequest, endpoint: str, payload: Any, status: int, **fields: Any
+) -> SandboxReceipt:
     """Store what the sandbox received at `endpoint` and the HTTP status it answered."""
     return SandboxReceipt.objects.create(
         endpoint=endpoint,

@@ -58,7 +58,9 @@ def delayed_counts() -> dict[str, int]:
     """Return {channel: number of messages waiting for a future time (scheduled or retry backoff)}."""
     now = timezone.now()
     rows = (
-        Message.objects.filter(status__in=(Status.SCHEDULED, Status.QUEUED, Status.ACCEPTED), next_attempt_at__gt=now)
+        Message.objects.filter(
+            status__in=(Status.SCHEDULED, Status.QUEUED, Status.ACCEPTED), next_attempt_at__gt=now
+        )
         .values("channel")
         .annotate(n=Count("id"))
     )

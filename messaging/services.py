@@ -253,7 +253,9 @@ def _send_sms(message: Message) -> CallResult:
 SENDERS: dict[str, Callable[[Message], CallResult]] = {"sms": _send_sms}
 
 
-def attempt_record(message: Message, result: CallResult, *, kind: str = DeliveryAttempt.Kind.PROVIDER) -> None:
+def attempt_record(
+    message: Message, result: CallResult, *, kind: str = DeliveryAttempt.Kind.PROVIDER
+) -> None:
     """Store one DeliveryAttempt row for `result` (error and response cut to a bounded excerpt)."""
     if result.ok:
         outcome = DeliveryAttempt.Outcome.SUCCESS
@@ -358,7 +360,10 @@ def _record_failure(message: Message, result: CallResult) -> str:
         message.rq_job_id = queues.new_job_id()
         message.status = Status.QUEUED
         Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
-            status=Status.QUEUED, next_attempt_at=message.next_attempt_at, rq_job_id=message.rq_job_id, **fields
+            status=Status.QUEUED,
+            next_attempt_at=message.next_attempt_at,
+            rq_job_id=message.rq_job_id,
+            **fields,
         )
         _enqueue_after_commit(message)
         return f"retry in {delay:.1f}s: {result.error}"

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -220,7 +219,7 @@ def clean_schedule(
             return None
     if when is None or when <= now:
         return None
-    return when.astimezone(dt_timezone.utc)
+    return when.astimezone(UTC)
 
 
 def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime | None:
@@ -236,7 +235,7 @@ def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime |
         return parsed
     zone = zoneinfo.ZoneInfo(tz_name or "UTC")
     first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
-    round_trip = first.astimezone(dt_timezone.utc).astimezone(zone).replace(tzinfo=None)
+    round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
     if round_trip != parsed:
         errors.add("scheduledFor", f"{value} does not exist in {zone.key} (DST change); add an offset.")
         return None

@@ -39,7 +39,9 @@ class ApiClient:
         self.client = Client()
         self.key = key
 
-    def post(self, path: str, body=None, *, raw: bytes | None = None, content_type="application/json", headers=None):
+    def post(
+        self, path: str, body=None, *, raw: bytes | None = None, content_type="application/json", headers=None
+    ):
         data = raw if raw is not None else json.dumps(body)
         extra = {"HTTP_AUTHORIZATION": f"Bearer {self.key}"} if self.key else {}
         for name, value in (headers or {}).items():

@@ -134,7 +134,9 @@ def test_gsm_extension_characters_count_twice(api):
 def test_a_local_time_is_read_in_the_workspace_timezone(api):
     Workspace.objects.create(external_id="ny", timezone="America/New_York")
     year = timezone.now().year if timezone.now().month < 6 else timezone.now().year + 1
-    response = api.post("/api/schedule-sms", {**GOOD, "workspaceId": "ny", "scheduledFor": f"{year}-07-01T09:30:00"})
+    response = api.post(
+        "/api/schedule-sms", {**GOOD, "workspaceId": "ny", "scheduledFor": f"{year}-07-01T09:30:00"}
+    )
     assert response.status_code == 202
     message = Message.objects.get(pk=response.json()["id"])
     assert message.status == "scheduled"

@@ -155,7 +155,9 @@ class ProviderClient:
         reason = _reason_from_body(result.response_text) or response.reason or ""
         if 300 <= status < 400:
             result.location = response.headers.get("Location", "")
-            result.error = excerpt(f"HTTP {status} redirect to {result.location or '(no Location)'}; redirects are not followed")
+            result.error = excerpt(
+                f"HTTP {status} redirect to {result.location or '(no Location)'}; redirects are not followed"
+            )
         elif status == 429 or status >= 500:
             result.transient = True
             result.retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -62,7 +62,9 @@ class Command(BaseCommand):
             """      -d '{"phoneNumber":"+14155550123","message":"Hello","contactId":"c-1","workspaceId":"66338"}'\n"""
         )
         if not Message.objects.exists():
-            self.stdout.write("  The database has no messages yet: `python manage.py seed_demo` adds demo data.\n")
+            self.stdout.write(
+                "  The database has no messages yet: `python manage.py seed_demo` adds demo data.\n"
+            )
         if options["no_start"]:
             return
         procfile = RUN_DIR / "Procfile"
@@ -98,7 +100,9 @@ class Command(BaseCommand):
                 "or point REDIS_URL in .env at a server you have."
             )
         port = parts.port or 6379
-        self.stdout.write(f"No Redis at {url}; starting {server} on port {port} for this session (no persistence).")
+        self.stdout.write(
+            f"No Redis at {url}; starting {server} on port {port} for this session (no persistence)."
+        )
         process = subprocess.Popen(
             [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
