@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import django_rq
 import redis
@@ -71,15 +71,14 @@ def new_job_id() -> str:
 
 
 def scheduler_time(when: datetime) -> datetime:
-    """Round an aware datetime up to the next whole second, in UTC.
+    """Return the whole UTC second at which rq-scheduler should release a job due at `when`.
 
-    rq-scheduler stores scores as whole Unix seconds (truncating) and moves a job when
-    `int(now) >= score`, so rounding up guarantees the job never reaches a worker before `when`.
+    rq-scheduler stores scores as whole Unix seconds and releases a job on the first poll (once a
+    second) at or after its score. Flooring releases the job in the second it is due, so it reaches a
+    worker at most about a second late; the fraction it may arrive early is waited out by the job
+    itself (services.message_deliver checks `next_attempt_at`), so nothing is sent early.
     """
-    when = when.astimezone(UTC)
-    if when.microsecond:
-        when = when.replace(microsecond=0) + timedelta(seconds=1)
-    return when
+    return when.astimezone(UTC).replace(microsecond=0)
 
 
 def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime | None = None) -> str:
