@@ -140,6 +140,10 @@ if PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT >= RQ_JOB_TIMEOUT:
     raise ImproperlyConfigured(
         "PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT must be below RQ_JOB_TIMEOUT."
     )
+# Bulk sends: messages per batch job, and provider calls a batch job keeps in flight at once.
+BULK_MAX_ITEMS = env.int("BULK_MAX_ITEMS", default=1000)
+BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)
+BULK_DELIVERY_CONCURRENCY = env.int("BULK_DELIVERY_CONCURRENCY", default=25)
 # Longest a message may be scheduled ahead, in days.
 SCHEDULE_MAX_DAYS = env.int("SCHEDULE_MAX_DAYS", default=366)
 # Largest request body the API accepts, in bytes (a 1,000-item bulk request fits).

@@ -155,6 +155,88 @@ def schedule_sms(request: HttpRequest) -> JsonResponse:
     return _accepted(message, "SMS")
 
 
+def _item_result(message: Message) -> dict[str, Any]:
+    return {
+        "success": True,
+        "id": str(message.id),
+        "jobId": message.rq_job_id,
+        "status": message.status,
+        "scheduledFor": message.scheduled_for.isoformat() if message.scheduled_for else None,
+    }
+
+
+def bulk_accept(request: HttpRequest, cleaner: Callable[..., dict[str, Any]]) -> JsonResponse:
+    """Validate `{messages: [item, ...]}` item by item and store the valid ones in one bulk insert.
+
+    Answers 202 `{success, accepted, rejected, results: [...]}` where results[i] is the outcome of
+    item i: `{success: true, id, jobId, status, scheduledFor}` or `{success: false, message, errors}`.
+    Valid items are accepted even when others fail; when none is valid the answer is 400.
+    """
+    data = parse_json_body(request)
+    items = data.get("messages")
+    if not isinstance(items, list) or not items:
+        raise ApiError(
+            400, "Validation failed", {"messages": ["Must be a non-empty array of message objects."]}
+        )
+    if len(items) > settings.BULK_MAX_ITEMS:
+        raise ApiError(
+            400,
+            "Validation failed",
+            {"messages": [f"At most {settings.BULK_MAX_ITEMS} messages per request."]},
+        )
+    now = timezone.now()
+    allowed = set(request.api_key.workspaces.values_list("external_id", flat=True))
+    workspace_cache: dict = {}
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            results[index] = {
+                "success": False,
+                "message": "Validation failed",
+                "errors": {"": ["Must be an object."]},
+            }
+            continue
+        try:
+            cleaned = cleaner(item, now=now, workspace_cache=workspace_cache)
+            if allowed:
+                _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
+        except RequestInvalid as exc:
+            results[index] = {"success": False, "message": exc.message, "errors": exc.errors}
+            continue
+        except ApiError as exc:
+            results[index] = {
+                "success": False,
+                "message": exc.message,
+                "errors": {"workspaceId": [exc.message]},
+            }
+            continue
+        valid.append((index, cleaned))
+    if valid:
+        messages = services.message_create_bulk(
+            items=[cleaned for _, cleaned in valid], api_key=request.api_key
+        )
+        for (index, _), message in zip(valid, messages, strict=True):
+            results[index] = _item_result(message)
+    accepted = len(valid)
+    return JsonResponse(
+        {
+            "success": accepted > 0,
+            "accepted": accepted,
+            "rejected": len(items) - accepted,
+            "message": f"{accepted} of {len(items)} messages accepted",
+            "results": [{"index": i, **r} for i, r in enumerate(results)],
+        },
+        status=202 if accepted else 400,
+    )
+
+
+@api_view(("POST",))
+def schedule_sms_bulk(request: HttpRequest) -> JsonResponse:
+    """POST /api/schedule-sms/bulk: up to BULK_MAX_ITEMS SMS bodies in `{messages: [...]}`."""
+    return bulk_accept(request, clean_sms_request)
+
+
 def _message_for_key(request: HttpRequest, message_id: str) -> Message:
     try:
         pk = uuid.UUID(message_id)

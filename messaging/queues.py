@@ -19,6 +19,9 @@ from rq_scheduler import Scheduler
 logger = logging.getLogger(__name__)
 
 DELIVER_JOB = "messaging.jobs.deliver"
+DELIVER_BATCH_JOB = "messaging.jobs.deliver_batch"
+# Batch job ids start with this, so cancelling one message never removes a job shared with others.
+BATCH_JOB_PREFIX = "batch-"
 QUEUE_NAMES = ("sms", "email", "ai")
 # Seconds RQ keeps results of finished jobs and the records of failed jobs (RQ's default for failed
 # jobs is one year, far longer than anyone reads them; the database keeps the history).
@@ -108,12 +111,65 @@ def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime
     return job_id
 
 
+def new_batch_job_id() -> str:
+    """Return a fresh job id for a batch delivery job."""
+    return BATCH_JOB_PREFIX + str(uuid.uuid4())
+
+
+def batch_job_timeout(size: int) -> int:
+    """Seconds a batch job of `size` messages may run: enough for every round of concurrent calls.
+
+    Each round of BULK_DELIVERY_CONCURRENCY calls takes at most connect + read timeout.
+    """
+    rounds = -(-size // settings.BULK_DELIVERY_CONCURRENCY)
+    per_call = settings.PROVIDER_CONNECT_TIMEOUT + settings.PROVIDER_READ_TIMEOUT
+    return max(settings.RQ_JOB_TIMEOUT, int(rounds * per_call) + 30)
+
+
+def enqueue_batches(channel: str, batches: list[tuple[str, list[str], datetime | None]]) -> None:
+    """Enqueue `deliver_batch(message_ids)` jobs: each batch is (job id, message ids, time or None).
+
+    Immediate batches go to the channel's queue in one pipeline with `enqueue_many`; timed batches go
+    to rq-scheduler at their due second. Raises redis.exceptions.RedisError when Redis is unreachable.
+    """
+    queue = get_queue(channel)
+    now_batches = [b for b in batches if b[2] is None]
+    if now_batches:
+        with get_connection().pipeline() as pipe:
+            queue.enqueue_many(
+                [
+                    Queue.prepare_data(
+                        DELIVER_BATCH_JOB,
+                        args=(ids,),
+                        job_id=job_id,
+                        timeout=batch_job_timeout(len(ids)),
+                        result_ttl=RESULT_TTL,
+                        failure_ttl=FAILURE_TTL,
+                    )
+                    for job_id, ids, _ in now_batches
+                ],
+                pipeline=pipe,
+            )
+            pipe.execute()
+    scheduler = get_scheduler(channel) if len(now_batches) < len(batches) else None
+    for job_id, ids, at in batches:
+        if at is not None:
+            scheduler.enqueue_at(
+                scheduler_time(at),
+                DELIVER_BATCH_JOB,
+                ids,
+                job_id=job_id,
+                timeout=batch_job_timeout(len(ids)),
+                job_result_ttl=RESULT_TTL,
+            )
+
+
 def cancel_job(job_id: str) -> None:
     """Best effort: drop a scheduled job from rq-scheduler and delete the job hash.
 
     The worker's conditional claim is what really prevents a send; this only keeps Redis tidy.
     """
-    if not job_id:
+    if not job_id or job_id.startswith(BATCH_JOB_PREFIX):
         return
     try:
         connection = get_connection()

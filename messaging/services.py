@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import queue as queue_module
 import secrets
+import threading
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -166,6 +169,67 @@ def message_create(
     message.save(force_insert=True)
     _enqueue_after_commit(message)
     return message
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@transaction.atomic
+def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None = None) -> list[Message]:
+    """Store many validated requests with bulk inserts and enqueue them as batch jobs after commit.
+
+    `items` are `message_create` keyword dicts (as returned by the validation cleaners). Messages due at
+    the same second on the same channel share `deliver_batch` jobs of up to BULK_BATCH_SIZE ids; each
+    message is still claimed and recorded on its own. Returns the messages in input order with status
+    `queued`/`scheduled` (or `accepted` when Redis could not be reached; the sweep enqueues those).
+    """
+    now = timezone.now()
+    workspaces: dict[str, Workspace] = {}
+    messages = []
+    for item in items:
+        fields = dict(item)
+        external_id = fields.pop("workspace_external_id")
+        scheduled_for = fields.pop("scheduled_for", None)
+        if external_id not in workspaces:
+            workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+        message = Message(
+            workspace=workspaces[external_id],
+            api_key=api_key,
+            max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
+            **fields,
+        )
+        _mark_waiting(message, scheduled_for, now)
+        messages.append(message)
+    groups: dict[tuple[str, datetime | None], list[Message]] = defaultdict(list)
+    for message in messages:
+        due = queues.scheduler_time(message.next_attempt_at) if message.next_attempt_at else None
+        groups[(message.channel, due)].append(message)
+    batches: dict[str, list[tuple[str, list[str], datetime | None]]] = defaultdict(list)
+    for (channel, due), group in groups.items():
+        for chunk in _chunks(group, settings.BULK_BATCH_SIZE):
+            job_id = queues.new_batch_job_id()
+            for message in chunk:
+                message.rq_job_id = job_id
+            batches[channel].append((job_id, [str(m.id) for m in chunk], due))
+    Message.objects.bulk_create(messages, batch_size=500)
+
+    def enqueue() -> None:
+        for channel, channel_batches in batches.items():
+            try:
+                queues.enqueue_batches(channel, channel_batches)
+            except redis.exceptions.RedisError as exc:
+                ids = [message_id for _, chunk, _ in channel_batches for message_id in chunk]
+                logger.warning(
+                    "Redis unavailable, %d %s messages left for the sweep: %s", len(ids), channel, exc
+                )
+                Message.objects.filter(pk__in=ids, status__in=CLAIMABLE).update(status=Status.ACCEPTED)
+                for message in messages:
+                    if message.channel == channel:
+                        message.status = Status.ACCEPTED
+
+    transaction.on_commit(enqueue)
+    return messages
 
 
 class MessageStateError(Exception):
@@ -371,3 +435,44 @@ def _record_failure(message: Message, result: CallResult) -> str:
         status=Status.FAILED, failed_at=now, next_attempt_at=None, **fields
     )
     return f"failed: {result.error}"
+
+
+def message_deliver_many(*, message_ids: list[str]) -> str:
+    """Run message_deliver for many messages with up to BULK_DELIVERY_CONCURRENCY calls in flight.
+
+    Uses plain threads (provider calls are I/O bound); each thread has its own database connection,
+    closed when the thread finishes. Returns a count of outcomes, e.g. "sent=98 retry=2".
+    """
+    pending: queue_module.SimpleQueue[str] = queue_module.SimpleQueue()
+    for message_id in message_ids:
+        pending.put(message_id)
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            while True:
+                try:
+                    message_id = pending.get_nowait()
+                except queue_module.Empty:
+                    return
+                try:
+                    outcome = message_deliver(message_id=message_id)
+                except Exception:
+                    # The message stays `sending`; the sweep resolves it. Other messages go on.
+                    logger.exception("delivery of message %s raised", message_id)
+                    outcome = "error"
+                with lock:
+                    outcomes[outcome.split(":")[0].split(" ")[0]] += 1
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=work, name=f"deliver-{n}", daemon=True)
+        for n in range(max(1, min(settings.BULK_DELIVERY_CONCURRENCY, len(message_ids))))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return " ".join(f"{name}={count}" for name, count in sorted(outcomes.items()))

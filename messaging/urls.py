@@ -6,6 +6,7 @@ from . import api, sandbox
 
 urlpatterns = [
     path("api/schedule-sms", api.schedule_sms, name="api-schedule-sms"),
+    path("api/schedule-sms/bulk", api.schedule_sms_bulk, name="api-schedule-sms-bulk"),
     path("api/messages/<str:message_id>", api.message_detail, name="api-message-detail"),
     path("api/messages/<str:message_id>/cancel", api.message_cancel, name="api-message-cancel"),
     path("api/queues", api.queue_counts, name="api-queues"),

@@ -248,17 +248,25 @@ def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime |
 # --- Whole requests -------------------------------------------------------------------------------
 
 
-def _workspace_settings(external_id: str) -> tuple[str, str]:
-    """Return (IANA time zone, default phone region) of a workspace ID or alias; UTC and none if new."""
+def _workspace_settings(external_id: str, cache: dict[str, tuple[str, str]] | None = None) -> tuple[str, str]:
+    """Return (IANA time zone, default phone region) of a workspace ID or alias; UTC and none if new.
+
+    `cache` (a dict kept by the caller, e.g. for one bulk request) avoids a lookup per item.
+    """
     from .services import workspace_lookup
 
+    if cache is not None and external_id in cache:
+        return cache[external_id]
     workspace = workspace_lookup(external_id) if external_id else None
-    if workspace is None:
-        return "UTC", ""
-    return workspace.timezone, workspace.default_phone_region
+    found = ("UTC", "") if workspace is None else (workspace.timezone, workspace.default_phone_region)
+    if cache is not None:
+        cache[external_id] = found
+    return found
 
 
-def clean_sms_request(data: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+def clean_sms_request(
+    data: dict[str, Any], *, now: datetime | None = None, workspace_cache: dict | None = None
+) -> dict[str, Any]:
     """Validate an SMS request body (the earlier service's shape) and return `message_create` kwargs.
 
     Input: `{phoneNumber, message, contactId, workspaceId, delay?(ms), scheduledFor?, mediaUrl?,
@@ -272,7 +280,7 @@ def clean_sms_request(data: dict[str, Any], *, now: datetime | None = None) -> d
     body = clean_text(data.get("message"), "message", errors, max_length=MAX_SMS_LENGTH)
     media_url = clean_url(data.get("mediaUrl"), "mediaUrl", errors)
     metadata = clean_metadata(data.get("metadata"), errors)
-    tz_name, region = _workspace_settings(workspace_id)
+    tz_name, region = _workspace_settings(workspace_id, workspace_cache)
     phone = clean_text(data.get("phoneNumber"), "phoneNumber", errors, max_length=64)
     recipient = ""
     if phone:

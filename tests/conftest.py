@@ -26,6 +26,19 @@ def redis_clean():
     connection.flushdb()
 
 
+@pytest.fixture(scope="session")
+def make_httpserver():
+    """pytest-httpserver's server, but threaded: real providers answer concurrent calls."""
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
 @pytest.fixture
 def api_key(db) -> str:
     """A fresh, unscoped API key (the full secret)."""

@@ -1,0 +1,129 @@
+"""Bulk endpoints: per-item validation, bulk insert, batch jobs with concurrent provider calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from werkzeug import Response
+
+from messaging import queues
+from messaging.models import DeliveryAttempt, Message
+from tests.conftest import run_jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sms(n: int, **extra) -> dict:
+    return {
+        "phoneNumber": f"+1415555{n:04d}",
+        "message": f"Hi {n}",
+        "contactId": f"c-{n}",
+        "workspaceId": 66338,
+        **extra,
+    }
+
+
+def test_a_thousand_messages_in_one_request_are_all_delivered_once(api, sms_provider):
+    sms_provider.expect_request("/send-sms").respond_with_json({"ok": True})
+    response = api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(1000)]})
+    assert response.status_code == 202, response.content[:500]
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1000, 0)
+    assert all(item["status"] == "queued" for item in body["results"])
+    assert queues.get_queue("sms").count == 10  # batch jobs of 100
+    run_jobs(timeout=120)
+    assert Message.objects.filter(status="sent").count() == 1000
+    assert DeliveryAttempt.objects.count() == 1000
+    received = [json.loads(request.data)["to"] for request, _ in sms_provider.log]
+    assert len(received) == 1000
+    assert len(set(received)) == 1000
+
+
+def test_valid_items_are_accepted_when_others_fail(api):
+    items = [sms(1), {**sms(2), "phoneNumber": "12"}, "not an object", {**sms(3), "message": ""}, sms(4)]
+    response = api.post("/api/schedule-sms/bulk", {"messages": items})
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    results = body["results"]
+    assert [r["success"] for r in results] == [True, False, False, False, True]
+    assert "phoneNumber" in results[1]["errors"]
+    assert "message" in results[3]["errors"]
+    assert Message.objects.count() == 2
+    assert {str(m.id) for m in Message.objects.all()} == {results[0]["id"], results[4]["id"]}
+
+
+def test_a_request_with_no_valid_item_is_a_400(api):
+    response = api.post("/api/schedule-sms/bulk", {"messages": [{**sms(1), "phoneNumber": ""}]})
+    assert response.status_code == 400
+    assert response.json()["accepted"] == 0
+
+
+@pytest.mark.parametrize("messages", [None, [], {"a": 1}, "x"])
+def test_the_messages_array_is_required(api, messages):
+    response = api.post("/api/schedule-sms/bulk", {"messages": messages})
+    assert response.status_code == 400
+    assert "messages" in response.json()["errors"]
+
+
+def test_more_than_the_limit_is_refused(api, settings):
+    settings.BULK_MAX_ITEMS = 5
+    response = api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(6)]})
+    assert response.status_code == 400
+    assert Message.objects.count() == 0
+
+
+def test_cancelling_one_message_of_a_batch_leaves_the_others(api, sms_provider):
+    sms_provider.expect_request("/send-sms").respond_with_json({"ok": True})
+    body = api.post("/api/schedule-sms/bulk", {"messages": [sms(n, delay=60_000) for n in range(3)]}).json()
+    ids = [r["id"] for r in body["results"]]
+    assert len({r["jobId"] for r in body["results"]}) == 1
+    assert api.post(f"/api/messages/{ids[0]}/cancel", {}).status_code == 200
+    # Bring the shared job forward instead of waiting a minute.
+    Message.objects.filter(pk__in=ids[1:]).update(next_attempt_at=None)
+    job_id = body["results"][0]["jobId"]
+    scheduler = queues.get_scheduler()
+    scheduler.enqueue_job(scheduler.job_class.fetch(job_id, connection=queues.get_connection()))
+    run_jobs()
+    assert Message.objects.get(pk=ids[0]).status == "cancelled"
+    assert Message.objects.filter(pk__in=ids[1:], status="sent").count() == 2
+    assert len(sms_provider.log) == 2
+
+
+def test_a_batch_keeps_many_provider_calls_in_flight(api, sms_provider, settings):
+    settings.BULK_DELIVERY_CONCURRENCY = 10
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def slow(request):
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.2)
+        with lock:
+            in_flight -= 1
+        return Response("{}", status=200, content_type="application/json")
+
+    sms_provider.expect_request("/send-sms").respond_with_handler(slow)
+    api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(40)]})
+    started = time.monotonic()
+    run_jobs()
+    elapsed = time.monotonic() - started
+    assert Message.objects.filter(status="sent").count() == 40
+    assert peak >= 5, f"at most {peak} calls were in flight"
+    assert elapsed < 40 * 0.2 / 2, f"took {elapsed:.1f}s: calls were not concurrent"
+
+
+def test_bulk_scheduled_messages_go_out_at_their_time(api, sms_provider):
+    sms_provider.expect_request("/send-sms").respond_with_json({"ok": True})
+    body = api.post("/api/schedule-sms/bulk", {"messages": [sms(n, delay=1500) for n in range(20)]}).json()
+    assert {r["status"] for r in body["results"]} == {"scheduled"}
+    run_jobs(until=lambda: Message.objects.filter(status="sent").count() == 20)
+    for message in Message.objects.all():
+        first = message.delivery_attempts.get()
+        assert first.started_at >= message.scheduled_for
