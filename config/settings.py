@@ -107,9 +107,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
-else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Keep connections between requests: opening one (and, on SQLite, running the PRAGMAs) costs more than
+# a whole API request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and queues -----------------------------------------------------------------------------
@@ -140,6 +141,10 @@ if PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT >= RQ_JOB_TIMEOUT:
     raise ImproperlyConfigured(
         "PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT must be below RQ_JOB_TIMEOUT."
     )
+# Seconds an API process caches API keys and workspaces: a revoked key or a workspace edited in admin
+# takes effect everywhere within this time.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
+WORKSPACE_CACHE_SECONDS = env.float("WORKSPACE_CACHE_SECONDS", default=30.0)
 # Bulk sends: messages per batch job, and provider calls a batch job keeps in flight at once.
 BULK_MAX_ITEMS = env.int("BULK_MAX_ITEMS", default=1000)
 BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from . import ttlcache
 from .models import (
     ApiKey,
     DeliveryAttempt,
@@ -47,6 +48,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        ttlcache.clear_all()  # this process at once; others within API_KEY_CACHE_SECONDS
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 
 

@@ -118,8 +118,15 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
     return decorator
 
 
+def _allowed_workspaces(api_key: ApiKey) -> frozenset[str]:
+    allowed = getattr(api_key, "allowed_workspaces", None)
+    if allowed is None:
+        allowed = frozenset(api_key.workspaces.values_list("external_id", flat=True))
+    return allowed
+
+
 def _check_workspace_scope(api_key: ApiKey, workspace_external_id: str) -> None:
-    allowed = set(api_key.workspaces.values_list("external_id", flat=True))
+    allowed = _allowed_workspaces(api_key)
     if allowed:
         workspace = services.workspace_lookup(workspace_external_id)
         if workspace is None or workspace.external_id not in allowed:
@@ -185,7 +192,7 @@ def bulk_accept(request: HttpRequest, cleaner: Callable[..., dict[str, Any]]) ->
             {"messages": [f"At most {settings.BULK_MAX_ITEMS} messages per request."]},
         )
     now = timezone.now()
-    allowed = set(request.api_key.workspaces.values_list("external_id", flat=True))
+    allowed = _allowed_workspaces(request.api_key)
     workspace_cache: dict = {}
     results: list[dict[str, Any] | None] = [None] * len(items)
     valid: list[tuple[int, dict[str, Any]]] = []
@@ -245,8 +252,8 @@ def _message_for_key(request: HttpRequest, message_id: str) -> Message:
     message = Message.objects.select_related("workspace").filter(pk=pk).first()
     if message is None:
         raise ApiError(404, "Message not found.")
-    allowed = set(request.api_key.workspaces.values_list("pk", flat=True))
-    if allowed and message.workspace_id not in allowed:
+    allowed = _allowed_workspaces(request.api_key)
+    if allowed and message.workspace.external_id not in allowed:
         raise ApiError(404, "Message not found.")
     return message
 

@@ -29,6 +29,7 @@ from . import queues
 from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace, WorkspaceAlias
 from .providers.base import CallResult, ProviderError, excerpt
 from .providers.sms import SmsClient
+from .ttlcache import TTLCache
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +43,28 @@ CLAIMABLE = (Status.QUEUED, Status.SCHEDULED)
 # --- Workspaces and API keys ----------------------------------------------------------------------
 
 
+# Per-process caches for the API's hot path. A workspace edited in admin (time zone, region) and a
+# revoked API key take effect in every process within these many seconds.
+_workspaces = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
+_api_keys = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
+
+
 def workspace_lookup(external_id: str) -> Workspace | None:
-    """Return the workspace for an ID or alias as sent by a client, or None when unknown."""
-    workspace = Workspace.objects.filter(external_id=external_id).first()
+    """Return the workspace for an ID or alias as sent by a client, or None when unknown.
+
+    Found workspaces are cached for WORKSPACE_CACHE_SECONDS; unknown IDs are not.
+    """
+    workspace = _workspaces.get(external_id)
+    if workspace is not None:
+        return workspace
+    workspace = Workspace.objects.filter(external_id=external_id).order_by().first()
     if workspace is None:
-        alias = WorkspaceAlias.objects.select_related("workspace").filter(alias=external_id).first()
+        alias = (
+            WorkspaceAlias.objects.select_related("workspace").filter(alias=external_id).order_by().first()
+        )
         workspace = alias.workspace if alias else None
+    if workspace is not None:
+        _workspaces.set(external_id, workspace)
     return workspace
 
 
@@ -56,6 +73,7 @@ def workspace_get_or_create(*, external_id: str) -> Workspace:
     workspace = workspace_lookup(external_id)
     if workspace is None:
         workspace, _ = Workspace.objects.get_or_create(external_id=external_id)
+        _workspaces.set(external_id, workspace)
     return workspace
 
 
@@ -86,13 +104,21 @@ def api_key_create(*, name: str, workspace_ids: list[str] | None = None) -> tupl
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """Return the active ApiKey matching `raw_key`, or None (unknown, malformed or revoked alike).
 
-    Updates `last_used_at` at most once a minute per key, so authentication stays one indexed read.
+    The returned key has `allowed_workspaces`: a frozenset of workspace external IDs it may use
+    (empty = all). Keys are cached per process for API_KEY_CACHE_SECONDS, so authentication usually
+    costs one SHA-256 and no query; `last_used_at` is written at most once a minute per key.
     """
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
-    key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
+    key = _api_keys.get(parts[1])
+    if key is None:
+        key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).order_by().first()
+        if key is None:
+            return None
+        key.allowed_workspaces = frozenset(key.workspaces.values_list("external_id", flat=True))
+        _api_keys.set(parts[1], key)
+    if not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
         return None
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):

@@ -17,6 +17,16 @@ from messaging.services import api_key_create
 
 
 @pytest.fixture(autouse=True)
+def caches_clean():
+    """Per-process caches (API keys, workspaces) start empty in every test."""
+    from messaging import ttlcache
+
+    ttlcache.clear_all()
+    yield
+    ttlcache.clear_all()
+
+
+@pytest.fixture(autouse=True)
 def redis_clean():
     """Every test starts with an empty test Redis database (TEST_REDIS_URL, db 15 by default)."""
     queues.reset_connection()
