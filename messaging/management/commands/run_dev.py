@@ -54,7 +54,7 @@ class Command(BaseCommand):
             "\n"
             f"  Dashboard:  {base}/   (log in as {username} / {password})\n"
             f"  Admin:      {base}/admin/\n"
-            f"  Sandbox:    {settings.SANDBOX_BASE_URL if settings.SANDBOX_ENABLED else 'off'}\n"
+            f"  Sandbox:    {os.environ.get('SANDBOX_BASE_URL', base + '/sandbox') if settings.SANDBOX_ENABLED else 'off'}\n"
             f"  API key:    {api_key}\n\n"
             "  Send an SMS:\n"
             f"    curl -s -X POST {base}/api/schedule-sms -H 'Authorization: Bearer {api_key}' \\\n"
@@ -67,6 +67,8 @@ class Command(BaseCommand):
             )
         if options["no_start"]:
             return
+        # Workers reach the sandbox on the port the web process uses (unless configured otherwise).
+        os.environ.setdefault("SANDBOX_BASE_URL", f"{base}/sandbox")
         procfile = RUN_DIR / "Procfile"
         python = sys.executable
         procfile.write_text(
