@@ -25,7 +25,9 @@ COMPLETION = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
     "model": "test-model-2",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "We open at 9."}, "finish_reason": "stop"}],
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "We open at 9."}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 31, "completion_tokens": 5, "total_tokens": 36},
 }
 
@@ -124,7 +126,9 @@ def test_a_callback_url_to_a_private_address_is_refused_with_400_naming_the_fiel
 def test_the_refusal_says_what_the_address_is(api):
     reasons = {}
     for url in ("http://127.0.0.1:9/x", "http://169.254.169.254/latest", "http://localhost:9/cb"):
-        reasons[url] = api.post("/api/ai-response", {**GOOD, "callback_url": url}).json()["errors"]["callback_url"][0]
+        reasons[url] = api.post("/api/ai-response", {**GOOD, "callback_url": url}).json()["errors"][
+            "callback_url"
+        ][0]
     assert "loopback" in reasons["http://127.0.0.1:9/x"]
     assert "link-local" in reasons["http://169.254.169.254/latest"]
     assert "localhost resolves to 127.0.0.1" in reasons["http://localhost:9/cb"]
@@ -132,8 +136,12 @@ def test_the_refusal_says_what_the_address_is(api):
 
 def test_an_allow_listed_host_and_port_may_be_private(api, settings):
     settings.CALLBACK_ALLOWED_HOSTS = ["127.0.0.1:8000"]
-    assert api.post("/api/ai-response", {**GOOD, "callback_url": "http://127.0.0.1:8000/cb"}).status_code == 202
-    assert api.post("/api/ai-response", {**GOOD, "callback_url": "http://127.0.0.1:8001/cb"}).status_code == 400
+    assert (
+        api.post("/api/ai-response", {**GOOD, "callback_url": "http://127.0.0.1:8000/cb"}).status_code == 202
+    )
+    assert (
+        api.post("/api/ai-response", {**GOOD, "callback_url": "http://127.0.0.1:8001/cb"}).status_code == 400
+    )
 
 
 def test_the_sixth_request_with_one_rate_limit_key_in_a_minute_gets_429_with_retry_after(api):
@@ -151,7 +159,9 @@ def test_the_sixth_request_with_one_rate_limit_key_in_a_minute_gets_429_with_ret
 
 def test_the_workspace_limit_counts_every_key_and_a_workspace_can_have_its_own(api, settings):
     settings.AI_RATE_LIMIT_PER_WORKSPACE = "3/minute"
-    statuses = [api.post("/api/ai-response", {**GOOD, "rate_limit_key": f"k{i}"}).status_code for i in range(4)]
+    statuses = [
+        api.post("/api/ai-response", {**GOOD, "rate_limit_key": f"k{i}"}).status_code for i in range(4)
+    ]
     assert statuses == [202, 202, 202, 429]
     Workspace.objects.create(external_id="big", ai_per_minute=4)
     statuses = [
@@ -245,7 +255,9 @@ def test_a_callback_answering_500_500_200_is_tried_three_times_and_the_reply_gen
     settings.AI_API_URL = callback_server.url_for("/v1").rstrip("/")
     callback_server.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
     statuses = [500, 500, 200]
-    callback_server.expect_request("/cb").respond_with_handler(lambda request: Response("{}", status=statuses.pop(0)))
+    callback_server.expect_request("/cb").respond_with_handler(
+        lambda request: Response("{}", status=statuses.pop(0))
+    )
     message_id = ai_request(api, callback_url=callback_server.url_for("/cb"))
 
     run_jobs(until=done(message_id), timeout=20)
@@ -257,7 +269,9 @@ def test_a_callback_answering_500_500_200_is_tried_three_times_and_the_reply_gen
     assert len(callbacks) == 3
     assert {c.json["response_text"] for c in callbacks} == {"We open at 9."}
     assert {c.headers["Idempotency-Key"] for c in callbacks} == {message_id}
-    attempts = list(message.delivery_attempts.order_by("started_at").values_list("kind", "number", "http_status"))
+    attempts = list(
+        message.delivery_attempts.order_by("started_at").values_list("kind", "number", "http_status")
+    )
     assert attempts == [
         ("generation", 1, 200),
         ("callback", 1, 500),
@@ -271,7 +285,9 @@ def test_a_301_callback_is_a_failed_attempt_that_records_the_location_and_is_not
     api, callback_server
 ):
     elsewhere = callback_server.url_for("/elsewhere")
-    callback_server.expect_request("/moved").respond_with_data("", status=301, headers={"Location": elsewhere})
+    callback_server.expect_request("/moved").respond_with_data(
+        "", status=301, headers={"Location": elsewhere}
+    )
     callback_server.expect_request("/elsewhere").respond_with_json({"ok": True})
     message_id = ai_request(api, callback_url=callback_server.url_for("/moved"))
 
@@ -342,7 +358,9 @@ def test_a_callback_host_that_does_not_resolve_is_accepted_then_retried_as_trans
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_signed_callback_verifies_with_the_secret_and_not_with_another(api, callback_server, signing_secret):
+def test_a_signed_callback_verifies_with_the_secret_and_not_with_another(
+    api, callback_server, signing_secret
+):
     callback_server.expect_request("/cb").respond_with_json({"ok": True})
     message_id = ai_request(api, callback_url=callback_server.url_for("/cb"))
 

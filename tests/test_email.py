@@ -93,11 +93,13 @@ def test_every_earlier_service_email_body_is_accepted(api, fixtures_file):
 def test_the_email_api_gets_the_earlier_contract_with_core_fields_winning(api, email_provider):
     email_provider.expect_request("/api/email/send", method="POST").respond_with_json({"id": "em_1"})
     metadata = {"source": "broadcast2", "to": "attacker@example.com", "subject": "spoof", "content": "x"}
-    message_id = api.post("/api/schedule-email", {**GOOD, "to": "kunde@bücher.de", "metadata": metadata}).json()["id"]
+    message_id = api.post(
+        "/api/schedule-email", {**GOOD, "to": "kunde@bücher.de", "metadata": metadata}
+    ).json()["id"]
 
     run_jobs()
 
-    (request, _), = email_provider.log
+    ((request, _),) = email_provider.log
     assert request.headers["X-Workspace-Id"] == "66338"
     assert request.headers["Idempotency-Key"] == message_id
     assert request.json == {
@@ -167,7 +169,9 @@ def test_an_unset_email_api_url_fails_the_email_with_a_reason(api, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_earlier_email_bodies_with_delay_0_and_5000_reach_the_sandbox_email_api(api, live_server, settings, fixtures_file):
+def test_earlier_email_bodies_with_delay_0_and_5000_reach_the_sandbox_email_api(
+    api, live_server, settings, fixtures_file
+):
     settings.EMAIL_API_URL = f"{live_server.url}/sandbox"
     body = fixtures_file["email_immediate"]["body"]
     requested_at = timezone.now()
@@ -176,7 +180,10 @@ def test_earlier_email_bodies_with_delay_0_and_5000_reach_the_sandbox_email_api(
     assert Message.objects.get(pk=later_id).status == "scheduled"
 
     started = time.monotonic()
-    run_jobs(until=lambda: Message.objects.filter(pk__in=[now_id, later_id], status="sent").count() == 2, timeout=20)
+    run_jobs(
+        until=lambda: Message.objects.filter(pk__in=[now_id, later_id], status="sent").count() == 2,
+        timeout=20,
+    )
     assert time.monotonic() - started >= 4.5
 
     receipts = {r.idempotency_key: r for r in SandboxReceipt.objects.filter(endpoint="email")}
