@@ -19,6 +19,7 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+import idna
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
@@ -134,6 +135,14 @@ def check_url(url: str) -> Target:
     if parts.username is not None or parts.password is not None:
         raise UnsafeUrl("must not contain a user name or password")
     hostname = parts.hostname
+    if _ip_literal(hostname) is None:
+        try:
+            # The ASCII (IDNA) form is what DNS, the Host header and TLS use.
+            hostname = idna.encode(hostname.rstrip("."), uts46=True).decode() + (
+                "." if hostname.endswith(".") else ""
+            )
+        except idna.IDNAError as exc:
+            raise UnsafeUrl(f"has an invalid host name ({exc})") from exc
     port = port or (443 if scheme == "https" else 80)
     allow_listed = _allow_listed(hostname, port)
     addresses = resolve(hostname, port)

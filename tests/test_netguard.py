@@ -152,3 +152,10 @@ def test_a_pinned_https_request_to_a_host_the_certificate_does_not_name_fails(tl
     with session, pytest.raises(requests.exceptions.SSLError):
         session.post(url, json={}, headers=headers, timeout=5, verify=ca_file)
     assert server.log == []
+
+
+def test_an_internationalised_host_is_checked_in_its_idna_form():
+    with pytest.raises(netguard.UnresolvableHost, match="xn--bcher-kva.invalid"):
+        netguard.check_url("https://bücher.invalid/cb")
+    with pytest.raises(netguard.UnsafeUrl, match="invalid host name"):
+        netguard.check_url("https://a..b/cb")
