@@ -16,8 +16,8 @@ install: $(VENV)/.installed
 
 # A local .env for development with a freshly generated SECRET_KEY (never committed).
 .env:
-	sed "s|^SECRET_KEY=.*|SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')|; s|^DJANGO_ENV=.*|DJANGO_ENV=development|" .env.example > .env
-	@echo "Wrote .env (development settings, new SECRET_KEY)."
+	sed "s|^SECRET_KEY=.*|SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')|; s|^DJANGO_ENV=.*|DJANGO_ENV=development|; s|^CALLBACK_SIGNING_SECRET=.*|CALLBACK_SIGNING_SECRET=whsec_$$($(PYTHON) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')|" .env.example > .env
+	@echo "Wrote .env (development settings, new SECRET_KEY and CALLBACK_SIGNING_SECRET)."
 
 # Migrate, create a demo staff user and an API key, then run web + worker + scheduler (+ Redis if needed).
 run: install .env

@@ -11,12 +11,16 @@ Every variable is listed with a comment in `.env.example`. `DJANGO_ENV` picks th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from limits import parse as limits_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -126,6 +130,8 @@ _queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}
 RQ_QUEUES = {name: dict(_queue) for name in ("default", "sms", "email", "ai")}
 
 RQ_SHOW_ADMIN_LINK = True
+# `manage.py rqworker` uses this class: it logs queues, retry policy, rate limits and provider URLs at start.
+RQ = {"WORKER_CLASS": "messaging.worker.Worker"}
 
 # --- Delivery policy ------------------------------------------------------------------------------
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=3)
@@ -165,6 +171,75 @@ EMAIL_API_URL = env.str("EMAIL_API_URL", default=_provider_default).rstrip("/")
 EMAIL_API_PATH = env.str("EMAIL_API_PATH", default="/api/email/send")
 if IS_PRODUCTION and not SMS_API_URL:
     raise ImproperlyConfigured("SMS_API_URL is required in production.")
+
+# AI replies: an OpenAI-compatible chat-completions API ({AI_API_URL}/chat/completions). Empty means
+# replies are simulated (clearly labelled). Development defaults to the sandbox's deterministic one.
+AI_API_URL = env.str(
+    "AI_API_URL", default=SANDBOX_BASE_URL if SANDBOX_ENABLED and DJANGO_ENV == "development" else ""
+).rstrip("/")
+AI_API_KEY = env.str("AI_API_KEY", default="")
+AI_MODEL = env.str("AI_MODEL", default="gpt-4o-mini")
+# Largest reply, in tokens, asked of the model.
+AI_MAX_TOKENS = env.int("AI_MAX_TOKENS", default=300)
+# System prompt when the workspace has none of its own (Workspace.ai_system_prompt in admin).
+AI_SYSTEM_PROMPT = env.str(
+    "AI_SYSTEM_PROMPT",
+    default="You reply to a customer's text message on behalf of a business. Be brief, friendly and accurate.",
+)
+# Seconds to wait for the model's answer (generation is slower than a provider call).
+AI_READ_TIMEOUT = env.float("AI_READ_TIMEOUT", default=30.0)
+
+# Callbacks (AI replies POSTed to the client's callback_url).
+# Standard Webhooks signing secret, "whsec_" + base64 of 24-64 random bytes; empty sends unsigned callbacks.
+CALLBACK_SIGNING_SECRET = env.str("CALLBACK_SIGNING_SECRET", default="")
+if CALLBACK_SIGNING_SECRET:
+    try:
+        _raw_secret = base64.b64decode(CALLBACK_SIGNING_SECRET.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImproperlyConfigured("CALLBACK_SIGNING_SECRET must be whsec_ followed by base64.") from exc
+    if not 24 <= len(_raw_secret) <= 64:
+        raise ImproperlyConfigured("CALLBACK_SIGNING_SECRET must encode 24 to 64 random bytes.")
+# "host" or "host:port" entries a callback may target even when they resolve to a loopback or private
+# address. Development and test allow the sandbox (host:port of SANDBOX_BASE_URL).
+CALLBACK_ALLOWED_HOSTS = [
+    host.lower()
+    for host in env.list(
+        "CALLBACK_ALLOWED_HOSTS",
+        default=[urlsplit(SANDBOX_BASE_URL).netloc] if SANDBOX_ENABLED and not IS_PRODUCTION else [],
+    )
+]
+# Seconds to wait for a callback target to accept the connection and to answer.
+CALLBACK_CONNECT_TIMEOUT = env.float("CALLBACK_CONNECT_TIMEOUT", default=3.0)
+CALLBACK_READ_TIMEOUT = env.float("CALLBACK_READ_TIMEOUT", default=10.0)
+_ai_job_seconds = (
+    PROVIDER_CONNECT_TIMEOUT + AI_READ_TIMEOUT + CALLBACK_CONNECT_TIMEOUT + CALLBACK_READ_TIMEOUT
+)
+if _ai_job_seconds >= RQ_JOB_TIMEOUT:
+    raise ImproperlyConfigured(
+        "An AI job (generation then callback) must fit in RQ_JOB_TIMEOUT: lower AI_READ_TIMEOUT or "
+        "CALLBACK_*_TIMEOUT, or raise RQ_JOB_TIMEOUT."
+    )
+
+# --- Rate limits (the `limits` library's notation, e.g. "5/minute", "50/second"; empty turns one off) -
+# Defaults are the earlier service's. AI requests are counted at the API (429 with Retry-After);
+# delivery rates in the workers, where a job over the limit is deferred without using an attempt.
+AI_RATE_LIMIT_PER_KEY = env.str("AI_RATE_LIMIT_PER_KEY", default="5/minute")
+AI_RATE_LIMIT_PER_WORKSPACE = env.str("AI_RATE_LIMIT_PER_WORKSPACE", default="100/minute")
+DELIVERY_RATE_LIMITS = {
+    "sms": env.str("DELIVERY_RATE_SMS", default="50/second"),
+    "email": env.str("DELIVERY_RATE_EMAIL", default="100/second"),
+    "ai": env.str("DELIVERY_RATE_AI", default="10/second"),
+}
+for _name, _spec in [
+    ("AI_RATE_LIMIT_PER_KEY", AI_RATE_LIMIT_PER_KEY),
+    ("AI_RATE_LIMIT_PER_WORKSPACE", AI_RATE_LIMIT_PER_WORKSPACE),
+    *[(f"DELIVERY_RATE_{channel.upper()}", spec) for channel, spec in DELIVERY_RATE_LIMITS.items()],
+]:
+    if _spec:
+        try:
+            limits_parse(_spec)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{_name}={_spec!r} is not a rate limit such as 50/second.") from exc
 
 # --- Static files ---------------------------------------------------------------------------------
 STATIC_URL = "static/"

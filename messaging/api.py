@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +22,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from . import queues, selectors, services
+from . import queues, ratelimit, selectors, services
 from .models import ApiKey, Message, Status
-from .validation import RequestInvalid, clean_sms_request
+from .validation import RequestInvalid, clean_ai_request, clean_email_request, clean_sms_request
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +243,57 @@ def bulk_accept(request: HttpRequest, cleaner: Callable[..., dict[str, Any]]) ->
 def schedule_sms_bulk(request: HttpRequest) -> JsonResponse:
     """POST /api/schedule-sms/bulk: up to BULK_MAX_ITEMS SMS bodies in `{messages: [...]}`."""
     return bulk_accept(request, clean_sms_request)
+
+
+@api_view(("POST",))
+def schedule_email(request: HttpRequest) -> JsonResponse:
+    """POST /api/schedule-email: accept one email (earlier service's body), answer 202 with its id."""
+    cleaned = clean_email_request(parse_json_body(request))
+    _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
+    message = services.message_create(api_key=request.api_key, **cleaned)
+    return _accepted(message, "Email")
+
+
+def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> None:
+    """Count one AI request against its rate_limit_key and its workspace; raise ApiError 429 when over.
+
+    Limits: AI_RATE_LIMIT_PER_KEY and AI_RATE_LIMIT_PER_WORKSPACE (or the workspace's own
+    `ai_per_minute`). The 429 carries `Retry-After` in whole seconds (rounded up).
+    """
+    workspace = services.workspace_lookup(workspace_external_id)
+    workspace_key = workspace.external_id if workspace else workspace_external_id
+    per_workspace = settings.AI_RATE_LIMIT_PER_WORKSPACE
+    if workspace and workspace.ai_per_minute:
+        per_workspace = f"{workspace.ai_per_minute}/minute"
+    checks = [
+        (settings.AI_RATE_LIMIT_PER_KEY, ("ai-key", rate_limit_key), f"rate_limit_key {rate_limit_key!r}"),
+        (per_workspace, ("ai-workspace", workspace_key), f"workspace {workspace_key!r}"),
+    ]
+    for spec, identifiers, what in checks:
+        if not spec:
+            continue
+        outcome = ratelimit.hit(spec, *identifiers)
+        if not outcome.allowed:
+            retry_after = max(1, math.ceil(outcome.retry_after))
+            raise ApiError(
+                429,
+                f"Too many AI requests for {what} (limit {spec}). Retry after {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+
+@api_view(("POST",))
+def ai_response(request: HttpRequest) -> JsonResponse:
+    """POST /api/ai-response (and /api/ai-response/enqueue): accept an AI-reply request, answer 202.
+
+    The reply is generated on queue `ai` and POSTed to `callback_url`. 429 with Retry-After when the
+    request's rate_limit_key or workspace is over its limit.
+    """
+    cleaned = clean_ai_request(parse_json_body(request))
+    _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
+    _check_ai_rate_limits(cleaned["workspace_external_id"], cleaned["rate_limit_key"])
+    message = services.ai_request_create(api_key=request.api_key, **cleaned)
+    return _accepted(message, "AI response")
 
 
 def _message_for_key(request: HttpRequest, message_id: str) -> Message:

@@ -38,6 +38,19 @@ def message_as_dict(message: Message, *, with_attempts: bool = True) -> dict[str
     }
     if message.channel == "sms":
         data.update(segments=message.segments, encoding=message.encoding)
+    elif message.channel == "email":
+        data.update(subject=message.subject)
+    elif message.channel == "ai":
+        data.update(
+            messageId=message.external_message_id,
+            callbackUrl=message.callback_url,
+            responseText=message.response_text or None,
+            aiModel=message.ai_model or None,
+            promptTokens=message.prompt_tokens,
+            completionTokens=message.completion_tokens,
+            generationMs=message.generation_ms,
+            generatedAt=_iso(message.generated_at),
+        )
     if with_attempts:
         data["deliveryAttempts"] = [
             {

@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -25,9 +26,12 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import queues
+from . import queues, ratelimit
 from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace, WorkspaceAlias
+from .providers.ai import ChatClient, Reply, simulated_reply
 from .providers.base import CallResult, ProviderError, excerpt
+from .providers.callback import CallbackClient
+from .providers.email import EmailClient
 from .providers.sms import SmsClient
 from .ttlcache import TTLCache
 
@@ -343,10 +347,131 @@ def _send_sms(message: Message) -> CallResult:
 SENDERS: dict[str, Callable[[Message], CallResult]] = {"sms": _send_sms}
 
 
-def attempt_record(
-    message: Message, result: CallResult, *, kind: str = DeliveryAttempt.Kind.PROVIDER
-) -> None:
-    """Store one DeliveryAttempt row for `result` (error and response cut to a bounded excerpt)."""
+# --- Email and AI replies -------------------------------------------------------------------------
+
+
+def _send_email(message: Message) -> CallResult:
+    return EmailClient().send(message)
+
+
+SENDERS["email"] = _send_email
+
+
+@transaction.atomic
+def ai_request_create(
+    *,
+    workspace_external_id: str,
+    contact_id: str,
+    external_message_id: str,
+    body: str,
+    callback_url: str,
+    rate_limit_key: str,
+    phone_number: str = "",
+    api_key: ApiKey | None = None,
+) -> Message:
+    """Store an AI-reply request as a Message on queue `ai` and enqueue it after commit.
+
+    `body` is the client's message text. The message's metadata keeps `jobId` (the job id answered to
+    the client, sent back in the callback even if later retries run under other job ids) and `to`
+    (the optional phone number for a `/send-sms` callback).
+    """
+    message = message_create(
+        channel="ai",
+        workspace_external_id=workspace_external_id,
+        api_key=api_key,
+        contact_id=contact_id,
+        recipient=(urlsplit(callback_url).hostname or "")[:320],
+        body=body,
+        external_message_id=external_message_id,
+        callback_url=callback_url,
+        rate_limit_key=rate_limit_key,
+    )
+    message.metadata = {"jobId": message.rq_job_id, **({"to": phone_number} if phone_number else {})}
+    Message.objects.filter(pk=message.pk).update(metadata=message.metadata)
+    return message
+
+
+@transaction.atomic
+def message_reply_store(*, message: Message, reply: Reply) -> None:
+    """Record a generated AI reply on a message being sent: text, model, token counts, latency (ms).
+
+    Stored before the callback is attempted, so a failed callback is retried without generating
+    (and paying for) the reply again. Also records the generation as a DeliveryAttempt.
+    """
+    attempt_record(message, reply.result, kind=DeliveryAttempt.Kind.GENERATION)
+    message.response_text = reply.text
+    message.ai_model = reply.model
+    message.prompt_tokens = reply.prompt_tokens
+    message.completion_tokens = reply.completion_tokens
+    message.generation_ms = reply.result.duration_ms
+    message.generated_at = timezone.now()
+    Message.objects.filter(pk=message.pk).update(
+        response_text=message.response_text,
+        ai_model=message.ai_model,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        generation_ms=message.generation_ms,
+        generated_at=message.generated_at,
+    )
+
+
+def _generate_reply(message: Message) -> None:
+    if not settings.AI_API_URL:
+        reply = simulated_reply(message)
+    else:
+        prompt = message.workspace.ai_system_prompt or settings.AI_SYSTEM_PROMPT
+        try:
+            reply = ChatClient().generate(message, system_prompt=prompt)
+        except ProviderError as exc:
+            exc.result.extra["attempt_kind"] = DeliveryAttempt.Kind.GENERATION
+            raise
+    message_reply_store(message=message, reply=reply)
+
+
+def _send_ai(message: Message) -> CallResult:
+    """Generate the reply (unless an earlier attempt stored one), then POST it to the callback URL."""
+    if not message.response_text:
+        _generate_reply(message)
+    try:
+        result = CallbackClient().send(message)
+    except ProviderError as exc:
+        exc.result.extra["attempt_kind"] = DeliveryAttempt.Kind.CALLBACK
+        raise
+    result.extra["attempt_kind"] = DeliveryAttempt.Kind.CALLBACK
+    return result
+
+
+SENDERS["ai"] = _send_ai
+
+
+def _delivery_rate_wait(message: Message) -> float | None:
+    """Take a slot of the channel's delivery rate (and the workspace's, if set).
+
+    Returns None when allowed, else the seconds until a slot frees. Specs come from
+    DELIVERY_RATE_LIMITS (the `limits` notation) and Workspace.sms_per_second / email_per_second.
+    """
+    channel = message.channel
+    spec = settings.DELIVERY_RATE_LIMITS.get(channel)
+    if spec:
+        outcome = ratelimit.hit(spec, "delivery", channel)
+        if not outcome.allowed:
+            return outcome.retry_after
+    per_second = getattr(message.workspace, f"{channel}_per_second", None)
+    if per_second:
+        workspace_key = str(message.workspace_id)
+        outcome = ratelimit.hit(f"{per_second}/second", "delivery", channel, "workspace", workspace_key)
+        if not outcome.allowed:
+            return outcome.retry_after
+    return None
+
+
+def attempt_record(message: Message, result: CallResult, *, kind: str | None = None) -> None:
+    """Store one DeliveryAttempt row for `result` (error and response cut to a bounded excerpt).
+
+    `kind` defaults to `result.extra["attempt_kind"]` when a sender set it (AI: generation or
+    callback), else `provider`.
+    """
+    kind = kind or result.extra.get("attempt_kind") or DeliveryAttempt.Kind.PROVIDER
     if result.ok:
         outcome = DeliveryAttempt.Outcome.SUCCESS
     elif result.transient:
@@ -381,7 +506,9 @@ def message_deliver(*, message_id: str) -> str:
     Claims the message with a conditional update (queued/scheduled -> sending); when the claim fails
     (sent, cancelled, or claimed by another job) it does nothing. A job that arrives before the
     message's `next_attempt_at` waits (up to EARLY_WAIT_MAX_SECONDS) or defers itself, so nothing is
-    handed to a provider early. Outcomes: `sent`; a transient error with attempts left goes back on
+    handed to a provider early. A job over its channel's delivery rate (DELIVERY_RATE_LIMITS, and the
+    workspace's own per-second rate when set) defers itself until a slot frees, without using an
+    attempt. Outcomes: `sent`; a transient error with attempts left goes back on
     the scheduler after the backoff (or the provider's Retry-After); otherwise `failed` with the reason.
     Returns a short description of what happened (stored as the RQ job result).
     """
@@ -398,6 +525,11 @@ def message_deliver(*, message_id: str) -> str:
             return f"deferred {wait:.1f}s"
         time.sleep(wait)
         now = timezone.now()
+    rate_wait = _delivery_rate_wait(message)
+    if rate_wait is not None:
+        # Over the channel's delivery rate: try again when a slot frees, without using an attempt.
+        _defer(message, now + timedelta(seconds=rate_wait))
+        return f"deferred {rate_wait:.2f}s: over the {message.channel} delivery rate"
     claimed = (
         Message.objects.filter(pk=message.pk, status__in=CLAIMABLE)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))

@@ -7,10 +7,16 @@ from . import api, sandbox
 urlpatterns = [
     path("api/schedule-sms", api.schedule_sms, name="api-schedule-sms"),
     path("api/schedule-sms/bulk", api.schedule_sms_bulk, name="api-schedule-sms-bulk"),
+    path("api/schedule-email", api.schedule_email, name="api-schedule-email"),
+    path("api/ai-response", api.ai_response, name="api-ai-response"),
+    path("api/ai-response/enqueue", api.ai_response, name="api-ai-response-enqueue"),
     path("api/messages/<str:message_id>", api.message_detail, name="api-message-detail"),
     path("api/messages/<str:message_id>/cancel", api.message_cancel, name="api-message-cancel"),
     path("api/queues", api.queue_counts, name="api-queues"),
     path("health", api.health, name="health"),
     path("health/ready", api.health_ready, name="health-ready"),
     path("sandbox/send-sms", sandbox.send_sms, name="sandbox-send-sms"),
+    path("sandbox/api/email/send", sandbox.send_email, name="sandbox-send-email"),
+    path("sandbox/chat/completions", sandbox.chat_completions, name="sandbox-chat-completions"),
+    path("sandbox/callback/<path:rest>", sandbox.callback, name="sandbox-callback"),
 ]

@@ -1,4 +1,5 @@
-"""Validation of incoming message requests: shapes, E.164 numbers, SMS segments, schedule times.
+"""Validation of incoming message requests: shapes, E.164 numbers, SMS segments, schedule times,
+email addresses and AI callback URLs.
 
 Every validator collects problems per field and raises `RequestInvalid` with
 `errors = {field: [reason, ...]}`, so the API can answer 400 with all of them at once. The dashboard's
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 from django.conf import settings
 from django.utils import timezone
+from email_validator import EmailNotValidError, validate_email
 
 MAX_ID_LENGTH = 100
 MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
@@ -302,4 +304,124 @@ def clean_sms_request(
         "scheduled_for": scheduled_for,
         "segments": segments,
         "encoding": encoding,
+    }
+
+
+# --- Email ----------------------------------------------------------------------------------------
+
+MAX_EMAIL_SUBJECT_LENGTH = 998  # RFC 5322 line limit
+MAX_EMAIL_HTML_LENGTH = 1_000_000
+
+
+def normalize_email_address(value: str) -> str:
+    """Return a sendable form of an email address: the domain IDNA-encoded (bücher.de -> xn--bcher-kva.de).
+
+    Raises ValueError with a readable reason when the address is malformed, has no dot in the domain,
+    uses an IP literal, or needs SMTPUTF8 (non-ASCII before the @), which email APIs commonly refuse.
+    Source: the `email-validator` package (RFC 5321/5322/6531 syntax, IDNA 2008 via `idna`).
+    """
+    try:
+        validated = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+    return validated.ascii_email or validated.normalized
+
+
+def clean_email_request(data: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+    """Validate an email request body (the earlier service's shape) and return `message_create` kwargs.
+
+    Input: `{to, subject, html, contactId, workspaceId, delay?(ms), scheduledFor?, metadata?}`.
+    Output keys: channel, workspace_external_id, contact_id, recipient (ASCII address), subject,
+    body (the html), metadata, scheduled_for (aware UTC or None). A CR or LF in the subject is an error
+    (it would let a client add mail headers). Raises RequestInvalid with per-field reasons.
+    """
+    errors = Errors()
+    workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
+    contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
+    subject = clean_text(data.get("subject"), "subject", errors, max_length=MAX_EMAIL_SUBJECT_LENGTH)
+    if subject and any(c in subject for c in "\r\n\0"):
+        errors.add("subject", "Must not contain line breaks (CR or LF) or NUL characters.")
+        subject = ""
+    html = clean_text(data.get("html"), "html", errors, max_length=MAX_EMAIL_HTML_LENGTH)
+    metadata = clean_metadata(data.get("metadata"), errors)
+    address = clean_text(data.get("to"), "to", errors, max_length=320)
+    recipient = ""
+    if address:
+        try:
+            recipient = normalize_email_address(address.strip())
+        except ValueError as exc:
+            errors.add("to", str(exc))
+    tz_name, _ = _workspace_settings(workspace_id)
+    scheduled_for = clean_schedule(data.get("delay"), data.get("scheduledFor"), tz_name, errors, now=now)
+    errors.raise_if_any()
+    return {
+        "channel": "email",
+        "workspace_external_id": workspace_id,
+        "contact_id": contact_id,
+        "recipient": recipient,
+        "subject": subject,
+        "body": html,
+        "metadata": metadata,
+        "scheduled_for": scheduled_for,
+    }
+
+
+# --- AI replies -----------------------------------------------------------------------------------
+
+MAX_AI_MESSAGE_LENGTH = 8000
+
+
+def clean_callback_url(value: Any, name: str, errors: Errors) -> str:
+    """Return a callback URL that passes the SSRF guard (see messaging.netguard), or '' after an error.
+
+    A host that does not resolve right now is accepted: the guard runs again before every send, and
+    a DNS outage should not refuse requests.
+    """
+    from . import netguard
+
+    url = clean_url(value, name, errors, required=True)
+    if not url:
+        return ""
+    try:
+        netguard.check_url(url)
+    except netguard.UnresolvableHost:
+        pass
+    except netguard.UnsafeUrl as exc:
+        errors.add(name, f"Refused: {exc}.")
+        return ""
+    return url
+
+
+def clean_ai_request(data: dict[str, Any]) -> dict[str, Any]:
+    """Validate an AI-reply request (the earlier service's shape) and return `ai_request_create` kwargs.
+
+    Input: `{workspace_id, contact_id, message_id, message_text, callback_url, rate_limit_key,
+    phone_number?}` (`phone_number` is optional and only used as `to` of a `/send-sms` callback).
+    Output keys: workspace_external_id, contact_id, external_message_id, body, callback_url,
+    rate_limit_key, phone_number (E.164 or ''). Raises RequestInvalid with per-field reasons.
+    """
+    errors = Errors()
+    workspace_id = clean_identifier(data.get("workspace_id"), "workspace_id", errors)
+    contact_id = clean_identifier(data.get("contact_id"), "contact_id", errors)
+    message_id = clean_identifier(data.get("message_id"), "message_id", errors)
+    text = clean_text(data.get("message_text"), "message_text", errors, max_length=MAX_AI_MESSAGE_LENGTH)
+    rate_limit_key = clean_text(data.get("rate_limit_key"), "rate_limit_key", errors, max_length=200)
+    callback_url = clean_callback_url(data.get("callback_url"), "callback_url", errors)
+    phone_number = ""
+    phone = clean_text(data.get("phone_number"), "phone_number", errors, max_length=64, required=False)
+    if phone:
+        _, region = _workspace_settings(workspace_id)
+        try:
+            phone_number = normalize_phone_number(phone, region)
+        except ValueError as exc:
+            errors.add("phone_number", str(exc))
+    errors.raise_if_any()
+    return {
+        "workspace_external_id": workspace_id,
+        "contact_id": contact_id,
+        "external_message_id": message_id,
+        "body": text,
+        "callback_url": callback_url,
+        "rate_limit_key": rate_limit_key,
+        "phone_number": phone_number,
     }

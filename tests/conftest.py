@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -118,3 +121,25 @@ def message_status(message_id: str) -> str:
 def fixtures_file():
     path = settings.BASE_DIR / "tests" / "fixtures" / "earlier-service-requests.json"
     return json.loads(path.read_text())
+
+
+@pytest.fixture
+def email_provider(httpserver, settings):
+    """A real local HTTP server acting as the Email API; EMAIL_API_URL points at it."""
+    settings.EMAIL_API_URL = httpserver.url_for("").rstrip("/")
+    return httpserver
+
+
+@pytest.fixture
+def callback_server(httpserver, settings):
+    """The local HTTP server as a callback target: its host:port is allow-listed past the SSRF guard."""
+    settings.CALLBACK_ALLOWED_HOSTS = [urlsplit(httpserver.url_for("/")).netloc]
+    return httpserver
+
+
+@pytest.fixture
+def signing_secret(settings) -> str:
+    """A freshly generated Standard Webhooks secret, set as CALLBACK_SIGNING_SECRET."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    settings.CALLBACK_SIGNING_SECRET = secret
+    return secret

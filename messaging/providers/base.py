@@ -121,12 +121,17 @@ class ProviderClient:
         body = json.dumps(payload, separators=(",", ":")).encode()
         return self.post_bytes(url, body, headers={"Content-Type": "application/json", **(headers or {})})
 
-    def post_bytes(self, url: str, body: bytes, *, headers: dict[str, str]) -> CallResult:
-        """POST raw `body` bytes; same contract as post_json."""
+    def post_bytes(
+        self, url: str, body: bytes, *, headers: dict[str, str], session: requests.Session | None = None
+    ) -> CallResult:
+        """POST raw `body` bytes; same contract as post_json.
+
+        `session` replaces this thread's shared session (callbacks pass one pinned to a checked address).
+        """
         result = CallResult(url=url, started_at=timezone.now())
         started = time.monotonic()
         try:
-            response = http_session().post(
+            response = (session or http_session()).post(
                 url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
             )
             try:

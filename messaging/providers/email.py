@@ -1,0 +1,68 @@
+"""Client for the Email API: `POST {EMAIL_API_URL}{EMAIL_API_PATH}` (default path `/api/email/send`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils import timezone
+
+from .base import CallResult, ProviderClient, ProviderError
+
+if TYPE_CHECKING:
+    from messaging.models import Message
+
+
+def email_payload(message: Message) -> dict:
+    """Return the JSON body the Email API expects.
+
+    Shape (the earlier service's contract): `{to, contactId, subject, content, ...metadata}` where
+    `content` is the HTML. Metadata keys are spread at the top level for compatibility but never
+    override the core fields. (The earlier service also let `metadata.callbackEndpoint` replace the
+    URL path; this one does not: the path is EMAIL_API_PATH, so a client cannot point the worker
+    elsewhere.)
+    """
+    core = {
+        "to": message.recipient,
+        "contactId": message.contact_id,
+        "subject": message.subject,
+        "content": message.body,
+    }
+    return {**(message.metadata or {}), **core}
+
+
+class EmailClient(ProviderClient):
+    name = "email"
+
+    def __init__(self, base_url: str | None = None, path: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.base_url = (base_url if base_url is not None else settings.EMAIL_API_URL).rstrip("/")
+        self.path = path if path is not None else settings.EMAIL_API_PATH
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}{self.path}"
+
+    def send(self, message: Message) -> CallResult:
+        """Send one email. Returns the CallResult of a 2xx; raises ProviderError otherwise.
+
+        Headers: `X-Workspace-Id` (the workspace's external ID) and `Idempotency-Key` (the message id,
+        so a provider can drop a resend). An unset EMAIL_API_URL is a permanent error.
+        """
+        if not self.base_url:
+            raise ProviderError(
+                CallResult(
+                    url=self.path,
+                    started_at=timezone.now(),
+                    error_kind="not_configured",
+                    error="EMAIL_API_URL is not set; the email was not sent.",
+                )
+            )
+        result = self.post_json(
+            self.url,
+            email_payload(message),
+            headers={"X-Workspace-Id": message.workspace.external_id, "Idempotency-Key": str(message.id)},
+        )
+        if not result.ok:
+            raise ProviderError(result)
+        return result
