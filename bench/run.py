@@ -85,9 +85,9 @@ class Env:
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
             # Benchmarks measure the machinery, not the configured provider rate limits.
-            "SMS_RATE_LIMIT": "100000/second",
-            "EMAIL_RATE_LIMIT": "100000/second",
-            "AI_RATE_LIMIT": "100000/second",
+            "DELIVERY_RATE_SMS": "100000/second",
+            "DELIVERY_RATE_EMAIL": "100000/second",
+            "DELIVERY_RATE_AI": "100000/second",
             **extra,
         }
 
