@@ -15,6 +15,7 @@ import base64
 import binascii
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,6 +64,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_rq",
+    "axes",
+    "csp",
     "messaging",
     "dashboard",
 ]
@@ -76,6 +79,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -262,6 +268,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# django-axes first: it refuses a locked-out client before any password is checked. Anything that calls
+# authenticate() must pass the request (tests use client.force_login, not client.login).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -275,14 +287,60 @@ if IS_PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Security: login lockout, Content-Security-Policy, API ingress limits -------------------------
+# django-axes: this many wrong passwords in a row from one client address are answered as usual; the
+# next one, and every login attempt for LOGIN_LOCKOUT_MINUTES after it, gets the lockout page (429).
+LOGIN_MAX_FAILURES = env.int("LOGIN_MAX_FAILURES", default=5)
+AXES_FAILURE_LIMIT = LOGIN_MAX_FAILURES + 1
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+# The client address is REMOTE_ADDR (not a header a client could forge); behind a reverse proxy, have
+# the proxy set it to the real client (see README, "Security").
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+
+# django-csp 4 format. Pages load scripts, styles, images and fonts from this site only; no inline
+# script or style, no eval, no framing, forms post only here.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
+
+# Requests per API key (limits' notation: "100/second", "6000/minute"); over it the API answers 429
+# with Retry-After.
+API_KEY_RATE_LIMIT = env.str("API_KEY_RATE_LIMIT", default="100/second")
+try:
+    limits_parse(API_KEY_RATE_LIMIT)
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"API_KEY_RATE_LIMIT {API_KEY_RATE_LIMIT!r} is not a rate like 100/second."
+    ) from exc
+# Largest `metadata` object, in bytes of compact JSON.
+API_MAX_METADATA_BYTES = env.int("API_MAX_METADATA_BYTES", default=16_384)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Phone numbers and email addresses are masked in every record (messaging.pii); the filter on the
+    # handler repeats that for records created before the messaging app loaded.
+    "filters": {"mask_pii": {"()": "messaging.pii.PiiMaskingFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_pii"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -12,3 +12,7 @@ urlpatterns = [
     # django-rq's queue views, for staff only (its JSON stats and metrics views are not mounted).
     path("django-rq/", include((get_admin_urlpatterns(view_wrapper=staff_member_required), "django_rq"))),
 ]
+
+# JSON errors under /api/ (clients and the OpenAPI document expect JSON), Django's pages elsewhere.
+handler404 = "messaging.api.not_found"
+handler500 = "messaging.api.server_error"

@@ -16,13 +16,14 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from . import queues, ratelimit, selectors, services
+from . import openapi, queues, ratelimit, selectors, services
 from .models import ApiKey, Message, Status
 from .validation import RequestInvalid, clean_ai_request, clean_email_request, clean_sms_request
 
@@ -60,11 +61,32 @@ def _authenticate(request: HttpRequest) -> ApiKey:
     return key
 
 
+def _check_rate_limit(api_key: ApiKey) -> None:
+    """Count one request against API_KEY_RATE_LIMIT for `api_key`; over it, ApiError 429 + Retry-After.
+
+    When Redis cannot be reached the request is let through (logged): the API keeps accepting and
+    storing messages while Redis is down, and the sweep enqueues them later.
+    """
+    try:
+        result = ratelimit.hit(settings.API_KEY_RATE_LIMIT, "api-key", str(api_key.pk))
+    except redis.exceptions.RedisError as exc:
+        logger.warning("rate limit not checked, Redis unavailable: %s", exc)
+        return
+    if not result.allowed:
+        retry_after = max(1, math.ceil(result.retry_after))
+        raise ApiError(
+            429,
+            f"Too many requests for this API key (limit {settings.API_KEY_RATE_LIMIT}). "
+            f"Retry after {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     """Return the request body as a JSON object.
 
     Raises ApiError 415 (not application/json), 413 (over API_MAX_BODY_BYTES) or 400 (malformed JSON,
-    or not an object).
+    not an object, or nested deeper than MAX_JSON_DEPTH).
     """
     if request.content_type != "application/json":
         raise ApiError(415, "Content-Type must be application/json.")
@@ -76,15 +98,43 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(413, f"Request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise ApiError(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.") from exc
+    except ValueError as exc:
         raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "Request body must be a JSON object.")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     return data
 
 
+# Deepest nesting of objects and arrays a request body may have (the top-level object counts as 1).
+MAX_JSON_DEPTH = 32
+
+
+def json_depth(value: Any) -> int:
+    """Return how deeply JSON objects and arrays nest in `value` (a scalar is 0, {} or [] is 1).
+
+    Iterative, so a hostile body cannot exhaust the interpreter's recursion limit.
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
-    """Decorate an API view: allowed methods, API-key auth (sets request.api_key), JSON errors.
+    """Decorate an API view: allowed methods, API-key auth (sets request.api_key), the per-key rate
+    limit (429 with Retry-After), JSON errors.
 
     RequestInvalid becomes 400 with field errors; ApiError its own status; a database or Redis
     outage 503. Other exceptions are logged and answered with a JSON 500.
@@ -102,6 +152,7 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
                     )
                 if auth:
                     request.api_key = _authenticate(request)
+                    _check_rate_limit(request.api_key)
                 return view(request, *args, **kwargs)
             except ApiError as exc:
                 return error_response(exc.status, exc.message, exc.errors, exc.headers)
@@ -375,3 +426,23 @@ def health_ready(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )
+
+
+@api_view(("GET",), auth=False)
+def openapi_document(request: HttpRequest) -> JsonResponse:
+    """GET /api/openapi.json: the OpenAPI 3 document of this API (messaging/openapi.py)."""
+    return JsonResponse(openapi.document())
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 handler: the JSON error shape under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error_response(404, "Not found.")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500 handler: the JSON error shape under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error_response(500, "Internal error; nothing about it was shown to you, and it was logged.")
+    return defaults.server_error(request)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/messages/<str:message_id>", api.message_detail, name="api-message-detail"),
     path("api/messages/<str:message_id>/cancel", api.message_cancel, name="api-message-cancel"),
     path("api/queues", api.queue_counts, name="api-queues"),
+    path("api/openapi.json", api.openapi_document, name="api-openapi"),
     path("health", api.health, name="health"),
     path("health/ready", api.health_ready, name="health-ready"),
     path("sandbox/send-sms", sandbox.send_sms, name="sandbox-send-sms"),

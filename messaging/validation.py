@@ -8,6 +8,7 @@ test-send forms call the same functions.
 
 from __future__ import annotations
 
+import json
 import math
 import zoneinfo
 from dataclasses import dataclass, field
@@ -91,7 +92,8 @@ def clean_text(value: Any, name: str, errors: Errors, *, max_length: int, requir
 
 
 def clean_metadata(value: Any, errors: Errors, name: str = "metadata") -> dict:
-    """Return metadata as a dict; it must be a JSON object of bounded size and nesting depth."""
+    """Return metadata as a dict: a JSON object of at most MAX_METADATA_KEYS keys, MAX_METADATA_DEPTH
+    levels and API_MAX_METADATA_BYTES bytes of compact JSON; else record why and return {}."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -102,6 +104,10 @@ def clean_metadata(value: Any, errors: Errors, name: str = "metadata") -> dict:
         return {}
     if _depth(value) > MAX_METADATA_DEPTH:
         errors.add(name, f"Must be nested at most {MAX_METADATA_DEPTH} levels deep.")
+        return {}
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > settings.API_MAX_METADATA_BYTES:
+        errors.add(name, f"Must be at most {settings.API_MAX_METADATA_BYTES} bytes as JSON (got {size}).")
         return {}
     return value
 

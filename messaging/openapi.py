@@ -1,0 +1,407 @@
+"""The OpenAPI 3.0 document of the JSON API, served at GET /api/openapi.json and fuzzed in CI.
+
+Adding an endpoint (see README, "OpenAPI document"): write its operation as a dict in a new section at
+the end of this file and register it with `operation(path, method, spec)`; reuse the shared `ERRORS`
+responses and `SCHEMAS`. tests/test_openapi.py fails while a URL under /api/ has no operation here, and
+tests/test_fuzz_api.py runs schemathesis against every documented operation.
+
+Only declare constraints the API enforces: schemathesis sends data that breaks each declared rule and
+expects a 4xx for it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.conf import settings
+
+from . import validation
+
+JSON = "application/json"
+
+# --- Shared schemas and responses -----------------------------------------------------------------
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["success", "message"],
+        "properties": {
+            "success": {"type": "boolean", "enum": [False]},
+            "message": {"type": "string"},
+            "errors": {
+                "type": "object",
+                "description": "Per field: the reasons it was refused.",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+    "Identifier": {
+        "description": "An ID as the client sends it: a string or an integer, stored as its exact string.",
+        "anyOf": [
+            {"type": "string", "minLength": 1, "maxLength": validation.MAX_ID_LENGTH},
+            {"type": "integer"},
+        ],
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["success", "id", "jobId", "status", "scheduledFor", "message"],
+        "properties": {
+            "success": {"type": "boolean", "enum": [True]},
+            "id": {"type": "string", "format": "uuid"},
+            "jobId": {"type": "string"},
+            "status": {"type": "string", "enum": ["accepted", "queued", "scheduled"]},
+            "scheduledFor": {"type": "string", "nullable": True, "description": "ISO 8601, UTC."},
+            "message": {"type": "string"},
+        },
+    },
+    "DeliveryAttempt": {
+        "type": "object",
+        "required": ["number", "kind", "startedAt", "durationMs", "httpStatus", "outcome", "error"],
+        "properties": {
+            "number": {"type": "integer", "minimum": 1},
+            "kind": {"type": "string", "enum": ["provider", "generation", "callback"]},
+            "startedAt": {"type": "string"},
+            "durationMs": {"type": "integer", "minimum": 0},
+            "httpStatus": {"type": "integer", "nullable": True},
+            "outcome": {"type": "string", "enum": ["success", "transient", "permanent"]},
+            "error": {"type": "string", "nullable": True},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "channel", "status", "workspaceId", "attempts", "acceptedAt"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "channel": {"type": "string", "enum": ["sms", "email", "ai"]},
+            "status": {
+                "type": "string",
+                "enum": ["accepted", "queued", "scheduled", "sending", "sent", "failed", "cancelled"],
+            },
+            "workspaceId": {"type": "string"},
+            "contactId": {"type": "string"},
+            "recipient": {"type": "string"},
+            "jobId": {"type": "string"},
+            "attempts": {"type": "integer", "minimum": 0},
+            "maxAttempts": {"type": "integer", "minimum": 0},
+            "lastError": {"type": "string", "nullable": True},
+            "scheduledFor": {"type": "string", "nullable": True},
+            "nextAttemptAt": {"type": "string", "nullable": True},
+            "acceptedAt": {"type": "string", "nullable": True},
+            "queuedAt": {"type": "string", "nullable": True},
+            "sentAt": {"type": "string", "nullable": True},
+            "failedAt": {"type": "string", "nullable": True},
+            "cancelledAt": {"type": "string", "nullable": True},
+            "segments": {"type": "integer", "nullable": True},
+            "encoding": {"type": "string"},
+            "deliveryAttempts": {"type": "array", "items": {"$ref": "#/components/schemas/DeliveryAttempt"}},
+        },
+    },
+    "QueueCounts": {
+        "type": "object",
+        "required": ["waiting", "active", "completed", "failed", "delayed"],
+        "properties": {
+            name: {"type": "integer", "minimum": 0} for name in ("waiting", "active", "completed", "failed", "delayed")
+        },
+    },
+}
+
+
+def _error(description: str, headers: dict | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+ERRORS: dict[str, dict[str, Any]] = {
+    "400": _error("A field is missing or invalid (`errors` names it), or the body is not a JSON object."),
+    "401": _error("Missing, malformed, unknown or revoked API key (one message for all)."),
+    "403": _error("The API key is scoped to other workspaces."),
+    "404": _error("No such message (or not visible to this API key)."),
+    "405": _error("Method not allowed.", {"Allow": {"required": True, "schema": {"type": "string"}}}),
+    "409": _error("The message's status does not allow the action."),
+    "413": _error("The request body is larger than API_MAX_BODY_BYTES."),
+    "415": _error("Content-Type is not application/json."),
+    "429": _error(
+        "More requests than API_KEY_RATE_LIMIT for this API key.",
+        {"Retry-After": {"required": True, "description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    ),
+    "503": _error("The database or the queue backend is unavailable; try again."),
+}
+
+
+def errors(*codes: str) -> dict[str, Any]:
+    """Return the shared error responses for the given status codes, as a `responses` fragment."""
+    return {code: {"$ref": f"#/components/responses/E{code}"} for code in codes}
+
+
+def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    """Return a JSON response object with `schema`."""
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """Return a required JSON requestBody with `schema`."""
+    return {"required": True, "content": {JSON: {"schema": schema}}}
+
+
+AUTHED = ("401", "405", "429", "503")
+
+# --- Registry -------------------------------------------------------------------------------------
+
+PATHS: dict[str, dict[str, Any]] = {}
+
+
+def operation(path: str, method: str, spec: dict[str, Any]) -> None:
+    """Register `spec` (an OpenAPI Operation object) for `method` on `path` (OpenAPI path template)."""
+    PATHS.setdefault(path, {})[method.lower()] = spec
+
+
+MESSAGE_ID = {
+    "name": "message_id",
+    "in": "path",
+    "required": True,
+    "description": "The id returned when the message was accepted (a UUID).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+}
+
+
+def _metadata_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "nullable": True,
+        "maxProperties": validation.MAX_METADATA_KEYS,
+        "description": (
+            f"Extra fields sent to the provider at the top level (never overriding core fields); at most "
+            f"{validation.MAX_METADATA_KEYS} keys, {validation.MAX_METADATA_DEPTH} levels and "
+            f"{settings.API_MAX_METADATA_BYTES} bytes."
+        ),
+    }
+
+
+def _schedule_properties() -> dict[str, Any]:
+    return {
+        "delay": {
+            "type": "number",
+            "nullable": True,
+            "minimum": 0,
+            "maximum": settings.SCHEDULE_MAX_DAYS * 86_400_000,
+            "description": "Milliseconds from now; 0 or absent sends now. Not together with scheduledFor.",
+        },
+        "scheduledFor": {
+            "type": "string",
+            "nullable": True,
+            "description": (
+                "ISO 8601 date-time; without an offset it is wall-clock time in the workspace's time zone. "
+                f"A past time sends now; at most {settings.SCHEDULE_MAX_DAYS} days ahead."
+            ),
+        },
+    }
+
+
+# --- Health (no key) ------------------------------------------------------------------------------
+
+operation(
+    "/health",
+    "get",
+    {
+        "operationId": "health",
+        "summary": "Liveness",
+        "security": [],
+        "responses": {
+            "200": ok(
+                {
+                    "type": "object",
+                    "required": ["status", "time"],
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}, "time": {"type": "string"}},
+                }
+            ),
+            **errors("405"),
+        },
+    },
+)
+
+_READY = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "unavailable"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+operation(
+    "/health/ready",
+    "get",
+    {
+        "operationId": "healthReady",
+        "summary": "Readiness: the database and Redis both answer",
+        "security": [],
+        "responses": {"200": ok(_READY), "503": ok(_READY, "Database or Redis is down."), **errors("405")},
+    },
+)
+
+operation(
+    "/api/openapi.json",
+    "get",
+    {
+        "operationId": "openapi",
+        "summary": "This document",
+        "security": [],
+        "responses": {"200": ok({"type": "object"}), **errors("405")},
+    },
+)
+
+# --- SMS (issue 2) --------------------------------------------------------------------------------
+
+
+def _schedule_sms_request() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["phoneNumber", "message", "contactId", "workspaceId"],
+        "properties": {
+            "phoneNumber": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "E.164 (+14155550123), or national in the workspace's default phone region.",
+            },
+            "message": {"type": "string", "minLength": 1, "maxLength": validation.MAX_SMS_LENGTH},
+            "contactId": {"$ref": "#/components/schemas/Identifier"},
+            "workspaceId": {"$ref": "#/components/schemas/Identifier"},
+            "mediaUrl": {"type": "string", "nullable": True, "maxLength": 2000, "description": "http(s) URL (MMS)."},
+            "metadata": _metadata_schema(),
+            **_schedule_properties(),
+        },
+    }
+
+
+operation(
+    "/api/schedule-sms",
+    "post",
+    {
+        "operationId": "scheduleSms",
+        "summary": "Accept one SMS for delivery now or at a time",
+        "requestBody": {"$ref": "#/components/requestBodies/ScheduleSms"},
+        "responses": {
+            "202": {
+                **ok({"$ref": "#/components/schemas/Accepted"}, "Stored and queued or scheduled."),
+                "links": {
+                    "GetMessage": {"operationId": "getMessage", "parameters": {"message_id": "$response.body#/id"}},
+                    "CancelMessage": {
+                        "operationId": "cancelMessage",
+                        "parameters": {"message_id": "$response.body#/id"},
+                    },
+                },
+            },
+            **errors("400", "403", "413", "415", *AUTHED),
+        },
+    },
+)
+
+# --- Messages and queues (issue 2) ----------------------------------------------------------------
+
+operation(
+    "/api/messages/{message_id}",
+    "get",
+    {
+        "operationId": "getMessage",
+        "summary": "Status, attempts and timestamps of one message",
+        "parameters": [MESSAGE_ID],
+        "responses": {
+            "200": ok(
+                {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Message"},
+                        {"type": "object", "required": ["success"], "properties": {"success": {"enum": [True]}}},
+                    ]
+                }
+            ),
+            **errors("404", *AUTHED),
+        },
+    },
+)
+
+operation(
+    "/api/messages/{message_id}/cancel",
+    "post",
+    {
+        "operationId": "cancelMessage",
+        "summary": "Cancel a message before it is sent",
+        "parameters": [MESSAGE_ID],
+        "responses": {
+            "200": ok(
+                {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Message"},
+                        {
+                            "type": "object",
+                            "required": ["success", "message"],
+                            "properties": {"success": {"enum": [True]}, "message": {"type": "string"}},
+                        },
+                    ]
+                }
+            ),
+            **errors("404", "409", *AUTHED),
+        },
+    },
+)
+
+operation(
+    "/api/queues",
+    "get",
+    {
+        "operationId": "queueCounts",
+        "summary": "Job counts per queue",
+        "responses": {
+            "200": ok(
+                {
+                    "type": "object",
+                    "required": ["success", "queues"],
+                    "properties": {
+                        "success": {"enum": [True]},
+                        "queues": {
+                            "type": "object",
+                            "required": ["sms", "email", "ai"],
+                            "additionalProperties": {"$ref": "#/components/schemas/QueueCounts"},
+                        },
+                    },
+                }
+            ),
+            **errors(*AUTHED),
+        },
+    },
+)
+
+# --- Request bodies, referenced above (add yours here too) ----------------------------------------
+
+REQUEST_BODIES: dict[str, Any] = {
+    "ScheduleSms": _schedule_sms_request,
+}
+
+
+def document() -> dict[str, Any]:
+    """Return the whole OpenAPI 3.0.3 document as a dict (built per call: limits come from settings)."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Queue service API",
+            "version": "1",
+            "description": (
+                "Outbound SMS, email and AI-reply requests. Every endpoint except the health checks and this "
+                "document needs `Authorization: Bearer <key>`. Errors are `{success: false, message, errors?}`."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": copy.deepcopy(PATHS),
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": copy.deepcopy(SCHEMAS),
+            "responses": {f"E{code}": copy.deepcopy(response) for code, response in ERRORS.items()},
+            "requestBodies": {name: json_body(build()) for name, build in REQUEST_BODIES.items()},
+        },
+    }

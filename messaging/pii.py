@@ -1,0 +1,143 @@
+"""Personal data in logs and lists: masking phone numbers and email addresses.
+
+- `mask_phone("+14155550123")` → ``"+1415***0123"``; `mask_email("rita@example.com")` → ``"r***@example.com"``;
+  `mask_recipient(value)` picks the right one (dashboards' lists use it; the detail page shows the full
+  value to staff).
+- `mask_text(text)` masks every phone number and email address found in free text: E.164-style numbers
+  (``+`` then 7 to 15 digits, spaces, dots or dashes allowed between digit groups, ``%2B`` for a
+  URL-encoded ``+``), bare runs of 10 to 15 digits (national numbers), and addresses (``@`` or ``%40``).
+- `PiiMaskingFilter` is a logging filter that rewrites a record's message, exception and stack text with
+  `mask_text`. `install_log_masking()` (called when the messaging app loads, so in web, worker and
+  scheduler processes alike) applies it to every record at creation through the log record factory, so
+  no handler, whoever configured it (Django, rq, gunicorn's access log, pytest), sees the full values.
+
+Message bodies are never passed to a logger; jobs carry only message ids (DESIGN.md, "Flow").
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import traceback
+
+# "+" (or its URL encoding) and 7-15 digits, optionally in groups separated by one space, dot or dash.
+_PHONE_INTERNATIONAL = re.compile(r"(?:\+|%2[Bb])\d(?:[ .-]?\d){6,14}(?!\d)")
+# A bare run of 10-15 digits that is not part of a longer word, UUID or hex string (a national number).
+_PHONE_NATIONAL = re.compile(r"(?<![\w.%-])\d{10,15}(?![\w-])")
+# Local part @ domain; "%40" is a URL-encoded "@". Deliberately loose: masking too much is harmless.
+_EMAIL = re.compile(r"([A-Za-z0-9._%+'-]+)(@|%40)([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+
+MASK = "***"
+
+
+def mask_phone(value: str) -> str:
+    """Return a phone number with its middle digits replaced: "+14155550123" → "+1415***0123".
+
+    Keeps a leading "+" (or "%2B") and, of the digits: 11 or more → the first four and last four;
+    8 to 10 → the first two and last three ("4155550123" → "41***123"); fewer → one at each end.
+    Separators are dropped.
+    """
+    prefix = ""
+    text = value
+    if text.startswith("+"):
+        prefix, text = "+", text[1:]
+    elif text[:3].upper() == "%2B":
+        prefix, text = text[:3], text[3:]
+    digits = re.sub(r"\D", "", text)
+    if len(digits) >= 11:
+        head, tail = digits[:4], digits[-4:]
+    elif len(digits) >= 8:
+        head, tail = digits[:2], digits[-3:]
+    else:
+        head, tail = digits[:1], digits[-1:]
+    return f"{prefix}{head}{MASK}{tail}"
+
+
+def mask_email(value: str) -> str:
+    """Return an email address with its local part hidden: "rita@example.com" → "r***@example.com".
+
+    The domain stays (it tells which mail provider a failure concerns). Text without "@" is returned
+    masked as a whole ("***").
+    """
+    match = _EMAIL.fullmatch(value)
+    if not match:
+        local, sep, domain = value.rpartition("@")
+        return f"{local[:1]}{MASK}@{domain}" if sep else MASK
+    local, at, domain = match.groups()
+    return f"{local[:1]}{MASK}{at}{domain}"
+
+
+def mask_recipient(value: str | None) -> str:
+    """Mask a message recipient for lists: an email address, a phone number, or other text.
+
+    Email addresses and phone numbers as in `mask_email` / `mask_phone`; anything else (an AI
+    callback host, an empty value) goes through `mask_text`, so a value that merely contains a number
+    or address is masked too. None becomes "".
+    """
+    if not value:
+        return ""
+    if "@" in value:
+        return mask_email(value)
+    if re.fullmatch(r"\+?[\d ().-]{7,}", value) and sum(c.isdigit() for c in value) >= 7:
+        return mask_phone(value.strip())
+    return mask_text(value)
+
+
+def mask_text(text: str) -> str:
+    """Return `text` with every email address and phone number in it masked (see the module docstring)."""
+    if not text:
+        return text
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub(lambda m: f"{m.group(1)[:1]}{MASK}{m.group(2)}{m.group(3)}", text)
+    if "+" in text or "%2" in text:
+        text = _PHONE_INTERNATIONAL.sub(lambda m: mask_phone(m.group(0)), text)
+    return _PHONE_NATIONAL.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+class PiiMaskingFilter(logging.Filter):
+    """Logging filter that masks phone numbers and email addresses in a record; never drops a record.
+
+    The formatted message replaces `msg` (and `args` is cleared), and exception and stack text are
+    formatted and masked now, so formatters print the masked text. Applying it twice is harmless.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mask_record(record)
+        return True
+
+
+def mask_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Mask `record` in place (see PiiMaskingFilter) and return it."""
+    if getattr(record, "pii_masked", False):
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: let logging report it as usual
+        return record
+    record.msg, record.args = mask_text(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+    if record.exc_text:
+        record.exc_text = mask_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = mask_text(record.stack_info)
+    record.pii_masked = True
+    return record
+
+
+_install_lock = threading.Lock()
+
+
+def install_log_masking() -> None:
+    """Mask every log record of this process at creation (wraps logging's record factory once)."""
+    with _install_lock:
+        factory = logging.getLogRecordFactory()
+        if getattr(factory, "masks_pii", False):
+            return
+
+        def masking_factory(*args, **kwargs) -> logging.LogRecord:
+            return mask_record(factory(*args, **kwargs))
+
+        masking_factory.masks_pii = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(masking_factory)
