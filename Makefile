@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean check-deploy leak-check security fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,25 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Django's deployment checklist against production settings (throwaway SECRET_KEY and hosts); any
+# warning fails.
+check-deploy: install
+	DJANGO_ENV=production SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	ALLOWED_HOSTS=queue.example.com SMS_API_URL=https://sms.example.com \
+	$(PY) manage.py check --deploy --fail-level WARNING
+
+# detect-secrets over every tracked file: fails on a secret-looking string that the baseline file does
+# not list. Mark a false positive with an inline comment (see README, "Security").
+SCAN_BASELINE := .detect-secrets.json
+leak-check: install
+	git ls-files -z | xargs -0 $(VENV)/bin/detect-secrets-hook --baseline $(SCAN_BASELINE)
+
+security: check-deploy leak-check
+
+# Only the schemathesis run against a live server (it is also part of `make test`).
+fuzz: install
+	$(PY) -m pytest tests/test_fuzz_api.py $(PYTEST_ARGS)
 
 # Benchmarks (not run by CI): needs wrk for the HTTP load, installed from Debian's packages when missing.
 bench: install

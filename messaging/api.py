@@ -165,6 +165,9 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
                 logger.exception("Redis error in %s", request.path)
                 return error_response(503, "Queue backend unavailable. Try again.")
 
+        # Read by tests/test_openapi.py to compare with the OpenAPI document.
+        wrapper.api_methods = methods
+        wrapper.api_auth = auth
         return wrapper
 
     return decorator

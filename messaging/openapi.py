@@ -101,7 +101,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["waiting", "active", "completed", "failed", "delayed"],
         "properties": {
-            name: {"type": "integer", "minimum": 0} for name in ("waiting", "active", "completed", "failed", "delayed")
+            name: {"type": "integer", "minimum": 0}
+            for name in ("waiting", "active", "completed", "failed", "delayed")
         },
     },
 }
@@ -272,7 +273,12 @@ def _schedule_sms_request() -> dict[str, Any]:
             "message": {"type": "string", "minLength": 1, "maxLength": validation.MAX_SMS_LENGTH},
             "contactId": {"$ref": "#/components/schemas/Identifier"},
             "workspaceId": {"$ref": "#/components/schemas/Identifier"},
-            "mediaUrl": {"type": "string", "nullable": True, "maxLength": 2000, "description": "http(s) URL (MMS)."},
+            "mediaUrl": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": 2000,
+                "description": "http(s) URL (MMS).",
+            },
             "metadata": _metadata_schema(),
             **_schedule_properties(),
         },
@@ -290,7 +296,10 @@ operation(
             "202": {
                 **ok({"$ref": "#/components/schemas/Accepted"}, "Stored and queued or scheduled."),
                 "links": {
-                    "GetMessage": {"operationId": "getMessage", "parameters": {"message_id": "$response.body#/id"}},
+                    "GetMessage": {
+                        "operationId": "getMessage",
+                        "parameters": {"message_id": "$response.body#/id"},
+                    },
                     "CancelMessage": {
                         "operationId": "cancelMessage",
                         "parameters": {"message_id": "$response.body#/id"},
@@ -316,7 +325,11 @@ operation(
                 {
                     "allOf": [
                         {"$ref": "#/components/schemas/Message"},
-                        {"type": "object", "required": ["success"], "properties": {"success": {"enum": [True]}}},
+                        {
+                            "type": "object",
+                            "required": ["success"],
+                            "properties": {"success": {"enum": [True]}},
+                        },
                     ]
                 }
             ),

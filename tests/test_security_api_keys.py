@@ -1,0 +1,148 @@
+"""API keys: shown once, stored as a hash, looked up by prefix, revocable, scoped to workspaces."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+
+from messaging.models import ApiKey, Message, Workspace, WorkspaceAlias
+from messaging.services import api_key_authenticate, api_key_create
+from tests.conftest import ApiClient
+
+GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
+UNAUTHORIZED = {"success": False, "message": "Missing or invalid API key. Send Authorization: Bearer <key>."}
+
+
+@pytest.fixture
+def staff_client(db) -> Client:
+    user = get_user_model().objects.create_superuser("boss", password=None)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_new_key_is_shown_once_and_only_the_hash_of_its_secret_is_stored(db):
+    stdout = io.StringIO()
+    call_command("create_api_key", "crm", stdout=stdout)
+    full_key = stdout.getvalue().strip().splitlines()[-1]
+    tag, prefix, secret = full_key.split("_", 2)
+    assert tag == "mq"
+    assert len(secret) >= 43  # 32 random bytes, URL-safe base64
+    key = ApiKey.objects.get(prefix=prefix)
+    assert key.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    stored = " ".join(str(getattr(key, f.name)) for f in ApiKey._meta.fields)
+    assert secret not in stored
+    assert api_key_authenticate(full_key) == key
+
+
+def test_two_keys_never_share_a_prefix_or_secret(db):
+    keys = [api_key_create(name=f"k{i}")[1] for i in range(20)]
+    assert len({k.split("_")[1] for k in keys}) == 20
+    assert len(set(keys)) == 20
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Bearer nonsense",
+        "Bearer mq_",
+        "Bearer mq__",
+        "Bearer xx_deadbeef_secret",
+        "Bearer mq_deadbeef_secret",  # well-formed, unknown prefix
+        "Bearer mq_deadbeef_" + "a" * 5000,
+        "Bearer \x00\x01",
+    ],
+)
+def test_missing_malformed_and_unknown_keys_get_the_same_401(db, header):
+    client = Client()
+    extra = {} if header is None else {"HTTP_AUTHORIZATION": header}
+    for method, path in (("post", "/api/schedule-sms"), ("get", "/api/queues"), ("get", "/api/messages/x")):
+        response = getattr(client, method)(path, content_type="application/json", **extra)
+        assert response.status_code == 401, (header, path)
+        assert response.json() == UNAUTHORIZED
+    assert Message.objects.count() == 0
+
+
+def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db):
+    key, full_key = api_key_create(name="victim")
+    assert ApiClient(full_key).post("/api/schedule-sms", GOOD).status_code == 202
+    wrong_secret = full_key[:-4] + ("aaaa" if not full_key.endswith("aaaa") else "bbbb")
+    wrong = ApiClient(wrong_secret).post("/api/schedule-sms", GOOD)
+    assert (wrong.status_code, wrong.json()) == (401, UNAUTHORIZED)
+
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at="2026-01-01T00:00:00Z")
+    revoked = ApiClient(full_key).post("/api/schedule-sms", GOOD)
+    assert (revoked.status_code, revoked.json()) == (401, UNAUTHORIZED)
+    assert revoked.content == wrong.content
+    assert Message.objects.count() == 1
+
+
+def test_revoking_a_key_in_admin_refuses_it_at_once(staff_client):
+    key, full_key = api_key_create(name="leaked")
+    other, other_full = api_key_create(name="kept")
+    response = staff_client.post(
+        "/admin/messaging/apikey/", {"action": "revoke", "_selected_action": [key.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Revoked 1 key(s)." in response.content.decode()
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    assert ApiClient(full_key).post("/api/schedule-sms", GOOD).status_code == 401
+    assert ApiClient(other_full).post("/api/schedule-sms", GOOD).status_code == 202
+
+
+def test_admin_cannot_create_a_key_whose_secret_it_could_not_show(staff_client):
+    assert staff_client.get("/admin/messaging/apikey/add/").status_code == 403
+    page = staff_client.get("/admin/messaging/apikey/").content.decode()
+    assert "secret_hash" not in page
+
+
+def test_last_used_at_is_recorded_when_a_key_is_used(db):
+    key, full_key = api_key_create(name="crm")
+    assert key.last_used_at is None
+    ApiClient(full_key).get("/api/queues")
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+
+
+def test_a_key_scoped_to_workspace_a_gets_403_for_workspace_b(db):
+    key, full_key = api_key_create(name="only-a", workspace_ids=["A"])
+    WorkspaceAlias.objects.create(alias="alias-of-a", workspace=Workspace.objects.get(external_id="A"))
+    api = ApiClient(full_key)
+
+    refused = api.post("/api/schedule-sms", {**GOOD, "workspaceId": "B"})
+    assert refused.status_code == 403
+    assert refused.json()["success"] is False
+    assert "'B'" in refused.json()["message"]
+    assert not Workspace.objects.filter(external_id="B").exists()
+    assert Message.objects.count() == 0
+
+    assert api.post("/api/schedule-sms", {**GOOD, "workspaceId": "A"}).status_code == 202
+    via_alias = api.post("/api/schedule-sms", {**GOOD, "workspaceId": "alias-of-a"})
+    assert via_alias.status_code == 202
+    assert Message.objects.get(pk=via_alias.json()["id"]).workspace.external_id == "A"
+
+
+def test_a_scoped_key_cannot_read_or_cancel_another_workspaces_message(db):
+    _, everything = api_key_create(name="all")
+    _, only_a = api_key_create(name="only-a", workspace_ids=["A"])
+    message_id = (
+        ApiClient(everything)
+        .post("/api/schedule-sms", {**GOOD, "workspaceId": "B", "delay": 60_000})
+        .json()["id"]
+    )
+    scoped = ApiClient(only_a)
+    assert scoped.get(f"/api/messages/{message_id}").status_code == 404
+    assert scoped.post(f"/api/messages/{message_id}/cancel", {}).status_code == 404
+    assert Message.objects.get(pk=message_id).status == "scheduled"
+    assert ApiClient(everything).get(f"/api/messages/{message_id}").status_code == 200
