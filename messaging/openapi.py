@@ -145,9 +145,12 @@ def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """Return a required JSON requestBody with `schema`."""
-    return {"required": True, "content": {JSON: {"schema": schema}}}
+def json_body(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    """Return a required JSON requestBody with `schema` (and `example` when given)."""
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {JSON: media}}
 
 
 AUTHED = ("401", "405", "429", "503")
@@ -394,6 +397,15 @@ operation(
 REQUEST_BODIES: dict[str, Any] = {
     "ScheduleSms": _schedule_sms_request,
 }
+# A valid body per request, used by the fuzzer's example phase and in the rendered document.
+REQUEST_EXAMPLES: dict[str, Any] = {
+    "ScheduleSms": {
+        "phoneNumber": "+14155550123",
+        "message": "Hello",
+        "contactId": "c-1",
+        "workspaceId": "66338",
+    },
+}
 
 
 def document() -> dict[str, Any]:
@@ -415,6 +427,8 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": copy.deepcopy(SCHEMAS),
             "responses": {f"E{code}": copy.deepcopy(response) for code, response in ERRORS.items()},
-            "requestBodies": {name: json_body(build()) for name, build in REQUEST_BODIES.items()},
+            "requestBodies": {
+                name: json_body(build(), REQUEST_EXAMPLES.get(name)) for name, build in REQUEST_BODIES.items()
+            },
         },
     }
