@@ -392,10 +392,78 @@ operation(
     },
 )
 
+# --- Bulk SMS (issue 7) ---------------------------------------------------------------------------
+
+SCHEMAS["BulkResult"] = {
+    "type": "object",
+    "required": ["success", "accepted", "rejected", "message", "results"],
+    "properties": {
+        "success": {"type": "boolean"},
+        "accepted": {"type": "integer", "minimum": 0},
+        "rejected": {"type": "integer", "minimum": 0},
+        "message": {"type": "string"},
+        "results": {
+            "type": "array",
+            "description": "One per item, in order: accepted (id, jobId, status) or refused (message, errors).",
+            "items": {
+                "type": "object",
+                "required": ["index", "success"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0},
+                    "success": {"type": "boolean"},
+                    "id": {"type": "string", "format": "uuid"},
+                    "jobId": {"type": "string"},
+                    "status": {"type": "string", "enum": ["accepted", "queued", "scheduled"]},
+                    "scheduledFor": {"type": "string", "nullable": True},
+                    "message": {"type": "string"},
+                    "errors": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+
+
+def _bulk_request() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.BULK_MAX_ITEMS,
+                # Items are not constrained here: each is validated on its own like a schedule-sms body
+                # and a bad one is reported in `results` while the good ones are accepted.
+                "items": {"description": "A schedule-sms body (see ScheduleSms)."},
+            }
+        },
+    }
+
+
+operation(
+    "/api/schedule-sms/bulk",
+    "post",
+    {
+        "operationId": "scheduleSmsBulk",
+        "summary": "Accept up to BULK_MAX_ITEMS SMS in one request",
+        "requestBody": {"$ref": "#/components/requestBodies/ScheduleSmsBulk"},
+        "responses": {
+            "202": ok({"$ref": "#/components/schemas/BulkResult"}, "At least one item was accepted."),
+            "400": {
+                "description": "No item was valid (the results say why), or `messages` is missing or too long.",
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+            **errors("413", "415", *AUTHED),
+        },
+    },
+)
+
 # --- Request bodies, referenced above (add yours here too) ----------------------------------------
 
 REQUEST_BODIES: dict[str, Any] = {
     "ScheduleSms": _schedule_sms_request,
+    "ScheduleSmsBulk": _bulk_request,
 }
 # A valid body per request, used by the fuzzer's example phase and in the rendered document.
 REQUEST_EXAMPLES: dict[str, Any] = {
