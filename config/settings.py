@@ -321,12 +321,12 @@ CONTENT_SECURITY_POLICY = {
 
 # Requests per API key (limits' notation: "100/second", "6000/minute"); over it the API answers 429
 # with Retry-After.
-API_KEY_RATE_LIMIT = env.str("API_KEY_RATE_LIMIT", default="100/second")
+API_RATE_LIMIT_PER_KEY = env.str("API_RATE_LIMIT_PER_KEY", default="100/second")
 try:
-    limits_parse(API_KEY_RATE_LIMIT)
+    limits_parse(API_RATE_LIMIT_PER_KEY)
 except ValueError as exc:
     raise ImproperlyConfigured(
-        f"API_KEY_RATE_LIMIT {API_KEY_RATE_LIMIT!r} is not a rate like 100/second."
+        f"API_RATE_LIMIT_PER_KEY {API_RATE_LIMIT_PER_KEY!r} is not a rate like 100/second."
     ) from exc
 # Largest `metadata` object, in bytes of compact JSON.
 API_MAX_METADATA_BYTES = env.int("API_MAX_METADATA_BYTES", default=16_384)

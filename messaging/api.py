@@ -62,13 +62,13 @@ def _authenticate(request: HttpRequest) -> ApiKey:
 
 
 def _check_rate_limit(api_key: ApiKey) -> None:
-    """Count one request against API_KEY_RATE_LIMIT for `api_key`; over it, ApiError 429 + Retry-After.
+    """Count one request against API_RATE_LIMIT_PER_KEY for `api_key`; over it, ApiError 429 + Retry-After.
 
     When Redis cannot be reached the request is let through (logged): the API keeps accepting and
     storing messages while Redis is down, and the sweep enqueues them later.
     """
     try:
-        result = ratelimit.hit(settings.API_KEY_RATE_LIMIT, "api-key", str(api_key.pk))
+        result = ratelimit.hit(settings.API_RATE_LIMIT_PER_KEY, "api-key", str(api_key.pk))
     except redis.exceptions.RedisError as exc:
         logger.warning("rate limit not checked, Redis unavailable: %s", exc)
         return
@@ -76,7 +76,7 @@ def _check_rate_limit(api_key: ApiKey) -> None:
         retry_after = max(1, math.ceil(result.retry_after))
         raise ApiError(
             429,
-            f"Too many requests for this API key (limit {settings.API_KEY_RATE_LIMIT}). "
+            f"Too many requests for this API key (limit {settings.API_RATE_LIMIT_PER_KEY}). "
             f"Retry after {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )

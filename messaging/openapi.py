@@ -128,7 +128,7 @@ ERRORS: dict[str, dict[str, Any]] = {
     "413": _error("The request body is larger than API_MAX_BODY_BYTES."),
     "415": _error("Content-Type is not application/json."),
     "429": _error(
-        "More requests than API_KEY_RATE_LIMIT for this API key.",
+        "More requests than API_RATE_LIMIT_PER_KEY for this API key.",
         {"Retry-After": {"required": True, "description": "Seconds to wait.", "schema": {"type": "integer"}}},
     ),
     "503": _error("The database or the queue backend is unavailable; try again."),

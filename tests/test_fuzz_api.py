@@ -34,7 +34,7 @@ def test_fuzzing_the_api_finds_no_5xx_and_every_response_matches_the_document(ap
         tmp_path,
         worker=False,
         scheduler=False,
-        API_KEY_RATE_LIMIT="100000/second",
+        API_RATE_LIMIT_PER_KEY="100000/second",
         GUNICORN_CMD_ARGS="--access-logfile -",
     ) as services:
         result = subprocess.run(

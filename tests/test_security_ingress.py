@@ -17,7 +17,7 @@ GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(db, settings):
-    settings.API_KEY_RATE_LIMIT = "3/second"
+    settings.API_RATE_LIMIT_PER_KEY = "3/second"
     busy = ApiClient(api_key_create(name="busy")[1])
     quiet = ApiClient(api_key_create(name="quiet")[1])
     statuses = [busy.post("/api/schedule-sms", GOOD).status_code for _ in range(3)]
@@ -38,7 +38,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(db,
 
 
 def test_requests_without_a_valid_key_are_not_counted_against_a_key(db, settings):
-    settings.API_KEY_RATE_LIMIT = "2/second"
+    settings.API_RATE_LIMIT_PER_KEY = "2/second"
     api = ApiClient(api_key_create(name="crm")[1])
     for _ in range(5):
         assert ApiClient("mq_deadbeef_wrong").post("/api/schedule-sms", GOOD).status_code == 401
@@ -46,7 +46,7 @@ def test_requests_without_a_valid_key_are_not_counted_against_a_key(db, settings
 
 
 def test_the_rate_limit_lets_requests_through_while_redis_is_down(db, settings, caplog):
-    settings.API_KEY_RATE_LIMIT = "1/second"
+    settings.API_RATE_LIMIT_PER_KEY = "1/second"
     api = ApiClient(api_key_create(name="crm")[1])
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_SOCKET_TIMEOUT = 0.2
@@ -65,7 +65,7 @@ def test_a_malformed_rate_setting_stops_the_process_at_start(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "DJANGO_ENV": "test", "API_KEY_RATE_LIMIT": "lots"}
+    env = {**os.environ, "DJANGO_ENV": "test", "API_RATE_LIMIT_PER_KEY": "lots"}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         env=env,
@@ -75,7 +75,7 @@ def test_a_malformed_rate_setting_stops_the_process_at_start(tmp_path):
         check=False,
     )
     assert result.returncode != 0
-    assert "API_KEY_RATE_LIMIT" in result.stderr
+    assert "API_RATE_LIMIT_PER_KEY" in result.stderr
 
 
 def test_a_body_over_the_size_limit_gets_413_before_it_is_parsed(api, settings):
