@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
+from messaging import services
 from messaging.models import ApiKey, Message, Workspace, WorkspaceAlias
 from messaging.services import api_key_authenticate, api_key_create
 from tests.conftest import ApiClient
@@ -73,7 +75,10 @@ def test_missing_malformed_and_unknown_keys_get_the_same_401(db, header):
     assert Message.objects.count() == 0
 
 
-def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db):
+def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db, monkeypatch):
+    # API processes cache keys for API_KEY_CACHE_SECONDS; a revocation made elsewhere (another web
+    # process, the database) must take effect within that time. Shortened here to keep the test quick.
+    monkeypatch.setattr(services._api_keys, "ttl", 0.5)
     key, full_key = api_key_create(name="victim")
     assert ApiClient(full_key).post("/api/schedule-sms", GOOD).status_code == 202
     wrong_secret = full_key[:-4] + ("aaaa" if not full_key.endswith("aaaa") else "bbbb")
@@ -81,10 +86,18 @@ def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db)
     assert (wrong.status_code, wrong.json()) == (401, UNAUTHORIZED)
 
     ApiKey.objects.filter(pk=key.pk).update(revoked_at="2026-01-01T00:00:00Z")
+    time.sleep(0.6)
     revoked = ApiClient(full_key).post("/api/schedule-sms", GOOD)
     assert (revoked.status_code, revoked.json()) == (401, UNAUTHORIZED)
     assert revoked.content == wrong.content
     assert Message.objects.count() == 1
+
+
+def test_a_key_revoked_before_its_first_use_is_refused_at_once(db):
+    key, full_key = api_key_create(name="never-used")
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at="2026-01-01T00:00:00Z")
+    response = ApiClient(full_key).get("/api/queues")
+    assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
 
 
 def test_revoking_a_key_in_admin_refuses_it_at_once(staff_client):
