@@ -13,6 +13,7 @@ from .models import (
     Workspace,
     WorkspaceAlias,
 )
+from .pii import mask_recipient
 
 
 class WorkspaceAliasInline(admin.TabularInline):
@@ -75,7 +76,7 @@ class MessageAdmin(admin.ModelAdmin):
         "id",
         "channel",
         "workspace",
-        "recipient",
+        "masked_recipient",
         "status",
         "attempts",
         "accepted_at",
@@ -83,6 +84,12 @@ class MessageAdmin(admin.ModelAdmin):
     )
     list_filter = ("channel", "status")
     search_fields = ("=id", "recipient", "contact_id", "workspace__external_id", "workspace__name")
+
+    @admin.display(description="recipient", ordering="recipient")
+    def masked_recipient(self, obj: Message) -> str:
+        # Lists show masked recipients; the change page shows the full value to staff.
+        return mask_recipient(obj.recipient)
+
     list_select_related = ("workspace",)
     readonly_fields = [f.name for f in Message._meta.fields]
     inlines = [DeliveryAttemptInline]

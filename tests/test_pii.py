@@ -112,3 +112,22 @@ def test_template_filters_mask_recipients_for_lists():
         Context({"phone": "+14155550123", "mail": "rita@example.com", "note": "call +447400123456"})
     )
     assert rendered == "+1415***0123 r***@example.com call +4474***3456"
+
+
+def test_the_admin_message_list_masks_recipients_and_the_detail_shows_them(db, api):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    message_id = api.post(
+        "/api/schedule-sms",
+        {"phoneNumber": "+14155550123", "message": "Hi", "contactId": "c-1", "workspaceId": "66338"},
+    ).json()["id"]
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("boss", password=None))
+    listing = client.get("/admin/messaging/message/").content.decode()
+    assert "+1415***0123" in listing
+    assert "4155550123" not in listing
+    found = client.get("/admin/messaging/message/", {"q": "+14155550123"}).content.decode()
+    assert message_id in found  # staff can still search by the full number
+    detail = client.get(f"/admin/messaging/message/{message_id}/change/").content.decode()
+    assert "+14155550123" in detail
