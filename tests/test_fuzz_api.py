@@ -60,6 +60,7 @@ def test_fuzzing_the_api_finds_no_5xx_and_every_response_matches_the_document(ap
                 "10",
                 "--no-color",
             ],
+            cwd=tmp_path,  # schemathesis keeps a cache in its working directory
             capture_output=True,
             text=True,
             timeout=600,
