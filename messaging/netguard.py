@@ -135,6 +135,10 @@ def check_url(url: str) -> Target:
     if parts.username is not None or parts.password is not None:
         raise UnsafeUrl("must not contain a user name or password")
     hostname = parts.hostname
+    if "%" in hostname:
+        # An IPv6 literal with a zone id ("[fe80::1%25eth0]"): only link-local addresses have one, and
+        # the resolver does not take the URL-encoded form, so it would pass as "does not resolve".
+        raise UnsafeUrl("has an IPv6 zone id (%...), which only link-local addresses use")
     if _ip_literal(hostname) is None:
         try:
             # The ASCII (IDNA) form is what DNS, the Host header and TLS use.

@@ -459,14 +459,128 @@ operation(
     },
 )
 
+# --- Email and AI replies (issue 3) -------------------------------------------------------------
+
+
+def _schedule_email_request() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["to", "subject", "html", "contactId", "workspaceId"],
+        "properties": {
+            "to": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 320,
+                "description": "An address that can be sent to; an internationalised domain is IDNA-encoded.",
+            },
+            "subject": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": validation.MAX_EMAIL_SUBJECT_LENGTH,
+                "description": "No CR, LF or NUL.",
+            },
+            "html": {"type": "string", "minLength": 1, "maxLength": validation.MAX_EMAIL_HTML_LENGTH},
+            "contactId": {"$ref": "#/components/schemas/Identifier"},
+            "workspaceId": {"$ref": "#/components/schemas/Identifier"},
+            "metadata": _metadata_schema(),
+            **_schedule_properties(),
+        },
+    }
+
+
+def _ai_response_request() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [
+            "workspace_id",
+            "contact_id",
+            "message_id",
+            "message_text",
+            "callback_url",
+            "rate_limit_key",
+        ],
+        "properties": {
+            "workspace_id": {"$ref": "#/components/schemas/Identifier"},
+            "contact_id": {"$ref": "#/components/schemas/Identifier"},
+            "message_id": {"$ref": "#/components/schemas/Identifier"},
+            "message_text": {"type": "string", "minLength": 1, "maxLength": validation.MAX_AI_MESSAGE_LENGTH},
+            "callback_url": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 2000,
+                "description": (
+                    "http(s) URL the reply is POSTed to; refused when its host is or resolves to a loopback, "
+                    "private, link-local or other non-public address (unless in CALLBACK_ALLOWED_HOSTS)."
+                ),
+            },
+            "rate_limit_key": {"type": "string", "minLength": 1, "maxLength": 200},
+            "phone_number": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": 64,
+                "description": "Optional: `to` of a callback whose URL ends in /send-sms.",
+            },
+        },
+    }
+
+
+operation(
+    "/api/schedule-email",
+    "post",
+    {
+        "operationId": "scheduleEmail",
+        "summary": "Accept one email for delivery now or at a time",
+        "requestBody": {"$ref": "#/components/requestBodies/ScheduleEmail"},
+        "responses": {
+            "202": ok({"$ref": "#/components/schemas/Accepted"}, "Stored and queued or scheduled."),
+            **errors("400", "403", "413", "415", *AUTHED),
+        },
+    },
+)
+
+for _path, _operation_id in (
+    ("/api/ai-response", "aiResponse"),
+    ("/api/ai-response/enqueue", "aiResponseEnqueue"),
+):
+    operation(
+        _path,
+        "post",
+        {
+            "operationId": _operation_id,
+            "summary": "Accept an AI-reply request; the reply is generated and POSTed to callback_url",
+            "requestBody": {"$ref": "#/components/requestBodies/AiResponse"},
+            "responses": {
+                "202": ok({"$ref": "#/components/schemas/Accepted"}, "Stored and queued."),
+                **errors("400", "403", "413", "415", *AUTHED),
+            },
+        },
+    )
+
 # --- Request bodies, referenced above (add yours here too) ----------------------------------------
 
 REQUEST_BODIES: dict[str, Any] = {
     "ScheduleSms": _schedule_sms_request,
     "ScheduleSmsBulk": _bulk_request,
+    "ScheduleEmail": _schedule_email_request,
+    "AiResponse": _ai_response_request,
 }
 # A valid body per request, used by the fuzzer's example phase and in the rendered document.
 REQUEST_EXAMPLES: dict[str, Any] = {
+    "ScheduleEmail": {
+        "to": "rita@example.com",
+        "subject": "Your appointment",
+        "html": "<p>See you on Monday.</p>",
+        "contactId": "c-1",
+        "workspaceId": "66338",
+    },
+    "AiResponse": {
+        "workspace_id": "66338",
+        "contact_id": "c-1",
+        "message_id": "m-1",
+        "message_text": "Do you open on Sundays?",
+        "callback_url": "https://hooks.example.com/ai-reply",
+        "rate_limit_key": "66338:c-1",
+    },
     "ScheduleSms": {
         "phoneNumber": "+14155550123",
         "message": "Hello",
