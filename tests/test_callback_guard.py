@@ -39,7 +39,7 @@ def internal_server():
     """Stands for a service on the private network: not allow-listed, must never be reached."""
     server = HTTPServer(host="127.0.0.1", port=0)
     server.start()
-    server.expect_request("/admin").respond_with_json({"secret": "internal"})
+    server.expect_request("/admin").respond_with_json({"internal": "data only the private network may read"})
     yield server
     server.clear()
     server.stop()
