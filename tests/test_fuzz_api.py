@@ -71,7 +71,8 @@ def test_fuzzing_the_api_finds_no_5xx_and_every_response_matches_the_document(ap
     report = result.stdout + result.stderr
     (tmp_path / "schemathesis.txt").write_text(report)
     assert result.returncode == 0, report[-6000:]
-    operations = sum(len(methods) for methods in openapi.PATHS.values())
+    # Every documented operation but the document itself (schemathesis leaves out the URL it loaded).
+    operations = sum(len(methods) for path, methods in openapi.PATHS.items() if path != "/api/openapi.json")
     assert f"Operations:       {operations} selected / {operations} total" in report
     assert re.search(r"\d+ generated, \d+ passed", report), report[-2000:]
     assert " failed" not in report.split("SUMMARY")[-1], report[-3000:]
