@@ -1,21 +1,371 @@
-"""Operator dashboard views (staff only)."""
+"""Operator dashboard views (staff only). Thin: read through selectors, write through services."""
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+import uuid
+from datetime import UTC, timedelta
 
-from messaging.models import Message
+from django.conf import settings
+from django.contrib import messages as flash
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from messaging import selectors, services, validation
+from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
+
+from .access import staff_required
+from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
+
+# channel -> (form class, name of the validation function in messaging.validation)
+TEST_SEND = {
+    "sms": (SmsTestForm, "clean_sms_request"),
+    "email": (EmailTestForm, "clean_email_request"),
+    "ai": (AiTestForm, "clean_ai_request"),
+}
 
 
-@staff_member_required
+def _window(request: HttpRequest) -> str:
+    window = request.GET.get("window", selectors.DEFAULT_WINDOW)
+    return window if window in selectors.WINDOWS else selectors.DEFAULT_WINDOW
+
+
+def _overview_context(request: HttpRequest) -> dict:
+    window = _window(request)
+    metrics = selectors.workspace_metrics(window)
+    return {
+        "window": window,
+        "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
+        "window_label": selectors.WINDOWS[window][0],
+        "metrics": metrics,
+        "channels": Channel.choices,
+        "queues": selectors.queue_numbers(),
+        "updated_at": timezone.now(),
+    }
+
+
+@require_GET
+@staff_required
+@never_cache
 def overview(request: HttpRequest) -> HttpResponse:
-    """Per-workspace, per-channel message counts by status."""
-    rows = (
-        Message.objects.values("workspace__external_id", "workspace__name", "channel", "status")
-        .annotate(n=Count("id"))
-        .order_by("workspace__external_id", "channel", "status")
+    """Per-workspace numbers per channel over a window, totals, and the queue strip."""
+    return render(request, "dashboard/overview.html", _overview_context(request))
+
+
+@require_GET
+@staff_required
+@never_cache
+def overview_live(request: HttpRequest) -> HttpResponse:
+    """The overview's numbers as an HTML fragment; static/js/live.js polls it."""
+    return render(request, "dashboard/_overview_numbers.html", _overview_context(request))
+
+
+@require_GET
+@staff_required
+@never_cache
+def workspace_detail(request: HttpRequest, external_id: str) -> HttpResponse:
+    """One workspace: numbers per channel, sent/failed per hour as charts, recent messages, top errors."""
+    workspace = get_object_or_404(Workspace, external_id=external_id)
+    window = _window(request)
+    hours = 168 if window in ("7d", "all") else 48
+    series = selectors.workspace_hourly_series(workspace, hours=hours)
+    ctx = {
+        "workspace": workspace,
+        "window": window,
+        "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
+        "window_label": selectors.WINDOWS[window][0],
+        "summary": selectors.workspace_summary(workspace, window),
+        "charts": [(label, series[value]) for value, label in Channel.choices],
+        "chart_hours": hours,
+        "recent": selectors.workspace_recent_messages(workspace),
+        "errors": selectors.failed_message_groups(workspace_id=workspace.pk)[:10],
+        "channels": Channel.choices,
+    }
+    return render(request, "dashboard/workspace.html", ctx)
+
+
+@require_GET
+@staff_required
+@never_cache
+def message_list(request: HttpRequest) -> HttpResponse:
+    """Messages filtered by channel, status, workspace, recipient, dates and error text; newest first."""
+    form = MessageFilterForm(request.GET or None)
+    filters = selectors.MessageFilters()
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        filters = selectors.MessageFilters(
+            channel=data["channel"],
+            status=data["status"],
+            workspace=data["workspace"],
+            recipient=data["recipient"].strip(),
+            error=data["error"].strip(),
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+        )
+    page = selectors.message_search(filters, cursor=request.GET.get("cursor", ""))
+    next_query = None
+    if page.next_cursor:
+        query = request.GET.copy()
+        query["cursor"] = page.next_cursor
+        next_query = query.urlencode()
+    first_query = request.GET.copy()
+    first_query.pop("cursor", None)
+    ctx = {
+        "form": form,
+        "page": page,
+        "next_query": next_query,
+        "first_query": first_query.urlencode(),
+        "is_first_page": not request.GET.get("cursor"),
+    }
+    return render(request, "dashboard/messages.html", ctx)
+
+
+def _message_or_404(message_id: str) -> Message:
+    try:
+        pk = uuid.UUID(message_id)
+    except ValueError as exc:
+        raise Http404("No such message") from exc
+    return get_object_or_404(Message.objects.select_related("workspace"), pk=pk)
+
+
+def _job_url(message: Message) -> str | None:
+    from django_rq.settings import get_queues_map
+
+    index = get_queues_map().get(message.channel)
+    if index is None or not message.rq_job_id:
+        return None
+    return reverse("django_rq:job_detail", args=[index, message.rq_job_id])
+
+
+def _message_context(message: Message) -> dict:
+    return {
+        "message": message,
+        "attempts": list(message.delivery_attempts.all()),
+        "job_url": _job_url(message),
+        "can_retry": message.status == Status.FAILED,
+        "can_cancel": message.status in services.CANCELLABLE,
+        "can_reschedule": message.status in services.CANCELLABLE,
+        "is_final": message.is_final,
+    }
+
+
+@require_GET
+@staff_required
+@never_cache
+def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
+    """One message: request fields, attempts, provider response, AI reply, job link and actions."""
+    message = _message_or_404(message_id)
+    ctx = _message_context(message)
+    default_time = (message.scheduled_for or timezone.now() + timedelta(hours=1)).astimezone(UTC)
+    ctx["reschedule_form"] = RescheduleForm(
+        initial={"scheduled_for": default_time.strftime("%Y-%m-%dT%H:%M")}
     )
-    return render(request, "dashboard/overview.html", {"rows": rows})
+    return render(request, "dashboard/message.html", ctx)
+
+
+@require_GET
+@staff_required
+@never_cache
+def message_live(request: HttpRequest, message_id: str) -> HttpResponse:
+    """The message's status, timestamps and attempts as a fragment, polled until the message is final."""
+    message = _message_or_404(message_id)
+    return render(request, "dashboard/_message_status.html", _message_context(message))
+
+
+def _back(request: HttpRequest, message: Message) -> HttpResponse:
+    target = request.POST.get("next", "")
+    # Only paths on this site: never redirect to a URL a form field could point anywhere.
+    if not target.startswith("/") or target.startswith("//"):
+        target = reverse("dashboard:message", args=[message.pk])
+    return redirect(target)
+
+
+@require_POST
+@staff_required
+def message_retry(request: HttpRequest, message_id: str) -> HttpResponse:
+    """Retry a failed message (services.message_retry)."""
+    message = _message_or_404(message_id)
+    try:
+        services.message_retry(message=message)
+        flash.success(request, "Message queued again.")
+    except services.MessageStateError as exc:
+        flash.error(request, str(exc))
+    return _back(request, message)
+
+
+@require_POST
+@staff_required
+def message_cancel(request: HttpRequest, message_id: str) -> HttpResponse:
+    """Cancel a queued or scheduled message (services.message_cancel)."""
+    message = _message_or_404(message_id)
+    try:
+        services.message_cancel(message=message)
+        flash.success(request, "Message cancelled.")
+    except services.MessageStateError as exc:
+        flash.error(request, str(exc))
+    return _back(request, message)
+
+
+@require_POST
+@staff_required
+def message_reschedule(request: HttpRequest, message_id: str) -> HttpResponse:
+    """Move a waiting message to a new time (services.message_reschedule); a past time sends now."""
+    message = _message_or_404(message_id)
+    form = RescheduleForm(request.POST)
+    if not form.is_valid():
+        flash.error(request, "Enter the new time as a date and time (UTC).")
+        return _back(request, message)
+    try:
+        services.message_reschedule(message=message, scheduled_for=form.cleaned_data["scheduled_for"])
+        message.refresh_from_db()
+        when = message.scheduled_for
+        flash.success(
+            request,
+            f"Message rescheduled for {when:%Y-%m-%d %H:%M} UTC." if when else "Message queued to send now.",
+        )
+    except services.MessageStateError as exc:
+        flash.error(request, str(exc))
+    return _back(request, message)
+
+
+@require_GET
+@staff_required
+@never_cache
+def failures(request: HttpRequest) -> HttpResponse:
+    """Failed messages grouped by channel and error kind, with a sample and retry-all."""
+    groups = selectors.failed_message_groups()
+    return render(
+        request, "dashboard/failures.html", {"groups": groups, "total": sum(group.count for group in groups)}
+    )
+
+
+def _group_params(request: HttpRequest) -> tuple[str, str]:
+    source = request.POST if request.method == "POST" else request.GET
+    channel = source.get("channel", "")
+    if channel not in Channel.values:
+        raise Http404("Unknown channel")
+    return channel, source.get("error_kind", "")
+
+
+@staff_required
+@never_cache
+def failures_retry(request: HttpRequest) -> HttpResponse:
+    """GET: confirm retrying a whole failure group. POST: retry it (services.failed_group_retry)."""
+    channel, error_kind = _group_params(request)
+    if request.method == "POST":
+        retried = services.failed_group_retry(channel=channel, error_kind=error_kind)
+        flash.success(request, f"{retried} {Channel(channel).label} message(s) queued again.")
+        return redirect("dashboard:failures")
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    ctx = {
+        "channel": channel,
+        "channel_label": Channel(channel).label,
+        "error_kind": error_kind,
+        "count": selectors.failed_group_count(channel=channel, error_kind=error_kind),
+        "group": next(
+            (
+                g
+                for g in selectors.failed_message_groups()
+                if g.channel == channel and g.error_kind == error_kind
+            ),
+            None,
+        ),
+    }
+    return render(request, "dashboard/failures_retry.html", ctx)
+
+
+@require_GET
+@staff_required
+@never_cache
+def scheduled(request: HttpRequest) -> HttpResponse:
+    """Upcoming scheduled messages, soonest first, with cancel and reschedule."""
+    page = selectors.scheduled_messages(cursor=request.GET.get("cursor", ""))
+    return render(
+        request,
+        "dashboard/scheduled.html",
+        {
+            "page": page,
+            "total": selectors.scheduled_count(),
+            "is_first_page": not request.GET.get("cursor"),
+            "now": timezone.now(),
+        },
+    )
+
+
+def available_test_channels() -> list[tuple[str, str]]:
+    """(channel, label) of the test-send forms whose validation function exists in messaging.validation."""
+    return [
+        (value, label)
+        for value, label in Channel.choices
+        if value in TEST_SEND and hasattr(validation, TEST_SEND[value][1])
+    ]
+
+
+@staff_required
+@never_cache
+def test_send(request: HttpRequest) -> HttpResponse:
+    """Forms that send a real SMS / email / AI request through the API's validation and service."""
+    channels = available_test_channels()
+    available = [value for value, _label in channels]
+    channel = request.POST.get("channel") or request.GET.get("channel") or "sms"
+    if channel not in available:
+        channel = "sms"
+    form_class, validator_name = TEST_SEND[channel]
+    if request.method == "POST":
+        form = form_class(request.POST)
+        form.is_valid()
+        try:
+            body = form.api_body()
+            cleaned = getattr(validation, validator_name)(body)
+        except ValueError as exc:
+            form.add_error(str(exc), "Is not valid JSON.")
+        except validation.RequestInvalid as exc:
+            for name, reasons in exc.errors.items():
+                for reason in reasons:
+                    form.add_error(name if name in form.fields else None, reason)
+        else:
+            message = services.message_create(**cleaned)
+            return redirect(f"{reverse('dashboard:test-send')}?channel={channel}&sent={message.pk}")
+    elif request.method == "GET":
+        form = form_class()
+    else:
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    sent = None
+    sent_id = request.GET.get("sent", "")
+    if sent_id:
+        try:
+            sent = Message.objects.select_related("workspace").filter(pk=uuid.UUID(sent_id)).first()
+        except ValueError:
+            sent = None
+    ctx = {"form": form, "channel": channel, "channels": channels, "sent": sent}
+    if sent is not None:
+        ctx.update(_message_context(sent))
+    return render(request, "dashboard/test_send.html", ctx)
+
+
+@require_GET
+@staff_required
+@never_cache
+def sandbox(request: HttpRequest) -> HttpResponse:
+    """What the built-in sandbox received (provider, AI endpoint, callback receiver), newest first."""
+    if not settings.SANDBOX_ENABLED:
+        raise Http404("The sandbox is off (SANDBOX_ENABLED=false).")
+    endpoint = request.GET.get("endpoint", "")
+    if endpoint not in SandboxReceipt.Endpoint.values:
+        endpoint = ""
+    before = request.GET.get("before", "")
+    page = selectors.sandbox_receipts(endpoint=endpoint, before_id=int(before) if before.isdigit() else None)
+    return render(
+        request,
+        "dashboard/sandbox.html",
+        {
+            "page": page,
+            "endpoint": endpoint,
+            "endpoints": SandboxReceipt.Endpoint.choices,
+            "is_first_page": not before,
+        },
+    )

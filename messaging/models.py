@@ -167,6 +167,14 @@ class Message(models.Model):
             models.Index(fields=["channel", "status", "accepted_at"], name="msg_chan_status"),
             models.Index(fields=["accepted_at"], name="msg_accepted"),
             models.Index(fields=["status", "scheduled_for"], name="msg_status_sched"),
+            # Dashboard (issue 4): waiting counts per workspace, failure groups, the live tail of the
+            # metrics rollup, and per-workspace / per-status message lists.
+            models.Index(fields=["status", "workspace", "channel"], name="msg_status_ws_chan"),
+            models.Index(fields=["status", "channel", "error_kind", "failed_at"], name="msg_failed_groups"),
+            models.Index(fields=["sent_at"], name="msg_sent_at"),
+            models.Index(fields=["failed_at"], name="msg_failed_at"),
+            models.Index(fields=["workspace", "accepted_at"], name="msg_ws_accepted"),
+            models.Index(fields=["status", "accepted_at"], name="msg_status_accepted"),
         ]
 
     def __str__(self) -> str:
@@ -204,7 +212,10 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["started_at"]
-        indexes = [models.Index(fields=["message", "started_at"], name="attempt_msg_started")]
+        indexes = [
+            models.Index(fields=["message", "started_at"], name="attempt_msg_started"),
+            models.Index(fields=["started_at"], name="attempt_started"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.message_id}: {self.outcome}"
@@ -254,3 +265,62 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+# Upper bounds (ms) of the provider-latency histogram buckets kept per hour; a last bucket holds the rest.
+LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2500, 5000, 10000)
+
+
+class MessageStat(models.Model):
+    """Exact counts for one hour, workspace and channel, kept by `messaging.rollup` (issue 4).
+
+    `sent` / `failed`: messages whose `sent_at` / `failed_at` falls in the hour and that are still
+    sent / failed. `latency_0` .. `latency_11`: how many successful provider calls (DeliveryAttempt of
+    kind provider or generation) started in the hour took at most LATENCY_BUCKETS_MS[i] ms (the last
+    bucket: longer). Rows exist only for closed hours listed as clean in MessageStatHour.
+    """
+
+    hour = models.DateTimeField(help_text="Start of the hour, UTC.")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    latency_0 = models.PositiveIntegerField(default=0)
+    latency_1 = models.PositiveIntegerField(default=0)
+    latency_2 = models.PositiveIntegerField(default=0)
+    latency_3 = models.PositiveIntegerField(default=0)
+    latency_4 = models.PositiveIntegerField(default=0)
+    latency_5 = models.PositiveIntegerField(default=0)
+    latency_6 = models.PositiveIntegerField(default=0)
+    latency_7 = models.PositiveIntegerField(default=0)
+    latency_8 = models.PositiveIntegerField(default=0)
+    latency_9 = models.PositiveIntegerField(default=0)
+    latency_10 = models.PositiveIntegerField(default=0)
+    latency_11 = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "workspace", "channel"], name="stat_hour_ws_chan"),
+        ]
+        indexes = [models.Index(fields=["workspace", "hour"], name="stat_ws_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.workspace_id} {self.channel}: {self.sent} sent, {self.failed} failed"
+
+
+LATENCY_FIELDS = tuple(f"latency_{i}" for i in range(len(LATENCY_BUCKETS_MS) + 1))
+
+
+class MessageStatHour(models.Model):
+    """One closed hour of the MessageStat rollup: computed (clean) or waiting to be recomputed (dirty).
+
+    A write that changes the counts of an hour already rolled up (a retry of a message that failed
+    then) marks the hour dirty in the same transaction; the next read recomputes it.
+    """
+
+    hour = models.DateTimeField(unique=True, help_text="Start of the hour, UTC.")
+    dirty = models.BooleanField(default=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} ({'dirty' if self.dirty else 'clean'})"

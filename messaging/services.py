@@ -26,7 +26,7 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import queues, ratelimit
+from . import queues, ratelimit, rollup
 from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace, WorkspaceAlias
 from .providers.ai import ChatClient, Reply, simulated_reply
 from .providers.base import CallResult, ProviderError, excerpt
@@ -290,6 +290,11 @@ def message_retry(*, message: Message) -> Message:
     """Queue a failed message again with a fresh set of attempts. Raises MessageStateError otherwise."""
     now = timezone.now()
     job_id = queues.new_job_id()
+    failed_at = (
+        Message.objects.filter(pk=message.pk, status=Status.FAILED)
+        .values_list("failed_at", flat=True)
+        .first()
+    )
     updated = Message.objects.filter(pk=message.pk, status=Status.FAILED).update(
         status=Status.QUEUED,
         next_attempt_at=None,
@@ -301,8 +306,72 @@ def message_retry(*, message: Message) -> Message:
     message.refresh_from_db()
     if not updated:
         raise MessageStateError(f"Only failed messages can be retried; this one is {message.status}.")
+    # The message no longer counts as failed in the hour it failed: that hour's rollup is redone.
+    rollup.hours_mark_dirty([failed_at])
     _enqueue_after_commit(message)
     return message
+
+
+# Messages retried per transaction by failed_group_retry.
+GROUP_RETRY_BATCH = 500
+
+
+def failed_group_retry(
+    *, channel: str, error_kind: str, workspace_id: int | None = None, batch_size: int = GROUP_RETRY_BATCH
+) -> int:
+    """Retry every message that is `failed` with this channel and error kind (optionally one workspace).
+
+    Works in batches of `batch_size`, each its own transaction, holding one batch of ids in memory at
+    a time. Each message is moved failed -> queued with a conditional update, so a message that is no
+    longer failed (retried, or changed meanwhile) is never retried; messages that fail again while
+    this runs (failed_at after the start) are left alone. Jobs are enqueued after each batch commits.
+    Returns the number of messages retried.
+    """
+    started = timezone.now()
+    group = Message.objects.filter(
+        status=Status.FAILED, channel=channel, error_kind=error_kind, failed_at__lte=started
+    )
+    if workspace_id is not None:
+        group = group.filter(workspace_id=workspace_id)
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(group.order_by("failed_at", "pk").values_list("pk", "failed_at")[:batch_size])
+            if not batch:
+                return total
+            retried: list[tuple[str, str]] = []
+            now = timezone.now()
+            for pk, _failed_at in batch:
+                job_id = queues.new_job_id()
+                updated = Message.objects.filter(pk=pk, status=Status.FAILED).update(
+                    status=Status.QUEUED,
+                    next_attempt_at=None,
+                    queued_at=now,
+                    failed_at=None,
+                    max_attempts=F("attempts") + settings.DELIVERY_MAX_ATTEMPTS,
+                    rq_job_id=job_id,
+                )
+                if updated:
+                    retried.append((str(pk), job_id))
+            rollup.hours_mark_dirty(failed_at for _pk, failed_at in batch)
+            transaction.on_commit(lambda items=retried: _enqueue_many(items, channel))
+        total += len(retried)
+        if len(batch) < batch_size:
+            return total
+
+
+def _enqueue_many(items: list[tuple[str, str]], channel: str) -> None:
+    """Enqueue (message id, job id) pairs now; on a Redis error leave the rest `accepted` for the sweep."""
+    for index, (message_id, job_id) in enumerate(items):
+        try:
+            queues.enqueue_delivery(message_id, channel, job_id=job_id)
+        except redis.exceptions.RedisError as exc:
+            logger.warning(
+                "Redis unavailable, %d retried messages left for the sweep: %s", len(items) - index, exc
+            )
+            pending = [pk for pk, _job in items[index:]]
+            Message.objects.filter(pk__in=pending, status=Status.QUEUED).update(status=Status.ACCEPTED)
+            return
 
 
 @transaction.atomic

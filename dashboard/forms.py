@@ -1,0 +1,124 @@
+"""Dashboard forms. Test-send forms only collect fields: validation is the API's (messaging.validation)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django import forms
+
+from messaging.models import Channel, Status, Workspace
+
+
+class MessageFilterForm(forms.Form):
+    """Filters of the messages page (GET)."""
+
+    channel = forms.ChoiceField(choices=[("", "Any channel"), *Channel.choices], required=False)
+    status = forms.ChoiceField(choices=[("", "Any status"), *Status.choices], required=False)
+    workspace = forms.CharField(required=False, max_length=100, label="Workspace ID")
+    recipient = forms.CharField(required=False, max_length=320, label="Recipient contains")
+    error = forms.CharField(required=False, max_length=200, label="Error contains")
+    date_from = forms.DateField(
+        required=False, label="From (UTC)", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="To (UTC)", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def clean_workspace(self) -> Workspace | None:
+        value = self.cleaned_data["workspace"].strip()
+        if not value:
+            return None
+        from messaging.services import workspace_lookup
+
+        workspace = workspace_lookup(value)
+        if workspace is None:
+            raise forms.ValidationError(f"No workspace with ID {value!r}.")
+        return workspace
+
+
+class RescheduleForm(forms.Form):
+    """New send time for a waiting message, as a UTC wall-clock time."""
+
+    scheduled_for = forms.DateTimeField(
+        label="New time (UTC)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+    def clean_scheduled_for(self) -> datetime:
+        value = self.cleaned_data["scheduled_for"]
+        # The input has no zone; the page says UTC, so read it as UTC whatever TIME_ZONE is.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _TestSendForm(forms.Form):
+    """Base of the test-send forms: field names are the API's, so its field errors land on them."""
+
+    channel: str = ""
+    json_fields: tuple[str, ...] = ()
+
+    def api_body(self) -> dict[str, Any]:
+        """The form's raw values as an API request body (empty fields left out; JSON fields parsed).
+
+        Raises ValueError naming the field when a JSON field does not parse.
+        """
+        body: dict[str, Any] = {}
+        for name in self.fields:
+            value = self.data.get(name, "")
+            if value in ("", None):
+                continue
+            if name in self.json_fields:
+                try:
+                    value = json.loads(value)
+                except ValueError as exc:
+                    raise ValueError(name) from exc
+            body[name] = value
+        return body
+
+
+def _text(label: str, **kwargs: Any) -> forms.CharField:
+    return forms.CharField(label=label, required=False, **kwargs)
+
+
+class SmsTestForm(_TestSendForm):
+    channel = "sms"
+    json_fields = ("metadata",)
+    workspaceId = _text("Workspace ID", initial="66338")
+    contactId = _text("Contact ID", initial="dashboard-test")
+    phoneNumber = _text("Phone number", help_text="E.164, e.g. +14155550123 (sandbox: +15005550400 fails)")
+    message = _text("Message", widget=forms.Textarea(attrs={"rows": 3}))
+    mediaUrl = _text("Media URL")
+    scheduledFor = _text(
+        "Send at",
+        help_text="Optional. ISO 8601; without an offset it is read in the workspace's time zone.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    metadata = _text("Metadata (JSON object)", widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class EmailTestForm(_TestSendForm):
+    channel = "email"
+    json_fields = ("metadata",)
+    workspaceId = _text("Workspace ID", initial="66338")
+    contactId = _text("Contact ID", initial="dashboard-test")
+    to = _text("To")
+    subject = _text("Subject")
+    html = _text("HTML body", widget=forms.Textarea(attrs={"rows": 4}))
+    scheduledFor = _text(
+        "Send at",
+        help_text="Optional. ISO 8601; without an offset it is read in the workspace's time zone.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    metadata = _text("Metadata (JSON object)", widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class AiTestForm(_TestSendForm):
+    channel = "ai"
+    workspace_id = _text("Workspace ID", initial="66338")
+    contact_id = _text("Contact ID", initial="dashboard-test")
+    message_id = _text("Message ID", help_text="The client's id for the incoming message.")
+    message_text = _text("Incoming message", widget=forms.Textarea(attrs={"rows": 3}))
+    callback_url = _text("Callback URL")
+    rate_limit_key = _text("Rate-limit key")
