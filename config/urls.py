@@ -2,17 +2,23 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django_rq import stats_views
 from django_rq.urls import get_admin_urlpatterns
 
 from dashboard.access import staff_required
+
+# django-rq's queue views, for staff only: anonymous -> login, non-staff -> 403. Its stats page links
+# to "home_json", so that view is mounted too, behind the same check (no API-token access).
+rq_urlpatterns = [
+    *get_admin_urlpatterns(view_wrapper=staff_required),
+    path("stats.json", staff_required(stats_views.stats_json), name="home_json"),
+]
 
 urlpatterns = [
     path("", include("messaging.urls")),
     path("", include("dashboard.urls")),
     path("admin/", admin.site.urls),
-    # django-rq's queue views, for staff only: anonymous -> login, non-staff -> 403 (its JSON stats and
-    # metrics views are not mounted).
-    path("django-rq/", include((get_admin_urlpatterns(view_wrapper=staff_required), "django_rq"))),
+    path("django-rq/", include((rq_urlpatterns, "django_rq"))),
 ]
 
 # JSON errors under /api/ (clients and the OpenAPI document expect JSON), Django's pages elsewhere.
