@@ -62,9 +62,7 @@ class Command(BaseCommand):
             """      -d '{"phoneNumber":"+14155550123","message":"Hello","contactId":"c-1","workspaceId":"66338"}'\n"""
         )
         if not Message.objects.exists():
-            self.stdout.write(
-                "  The database has no messages yet: `python manage.py seed_demo` adds demo data.\n"
-            )
+            self.offer_demo_data()
         if options["no_start"]:
             return
         # Workers reach the sandbox on the port the web process uses (unless configured otherwise).
@@ -85,6 +83,15 @@ class Command(BaseCommand):
             if redis_process is not None:
                 redis_process.terminate()
                 redis_process.wait(timeout=10)
+
+    def offer_demo_data(self) -> None:
+        """On an empty database: ask whether to run seed_demo (interactive terminal), else print the hint."""
+        if sys.stdin is not None and sys.stdin.isatty():
+            answer = input("  The database has no messages yet. Add demo data now (manage.py seed_demo)? [y/N] ")
+            if answer.strip().lower() in ("y", "yes"):
+                call_command("seed_demo", stdout=self.stdout, stderr=self.stderr)
+            return
+        self.stdout.write("  The database has no messages yet: `python manage.py seed_demo` adds demo data.\n")
 
     def ensure_redis(self) -> subprocess.Popen | None:
         url = settings.REDIS_URL
