@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install run test lint format bench clean check-deploy leak-check security fuzz
+.PHONY: install browser run test lint format bench bench-dashboard clean check-deploy leak-check security fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ install: $(VENV)/.installed
 run: install .env
 	$(PY) manage.py run_dev
 
-test: install
+# Debian's Chromium for the Playwright browser tests (Playwright's own browser download is not used).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "Installing Debian's chromium for the browser tests..."; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -57,6 +63,10 @@ fuzz: install
 bench: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Dashboard page timings at 1,000,000 messages (SQLite by default; BENCH_DATABASE_URL for PostgreSQL).
+bench-dashboard: install
+	$(PY) bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache test-artifacts .run
