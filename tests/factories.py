@@ -65,7 +65,9 @@ def message(
             started_at=at - timedelta(milliseconds=latency_ms),
             duration_ms=latency_ms,
             http_status=200 if status == Status.SENT else 400,
-            outcome=DeliveryAttempt.Outcome.SUCCESS if status == Status.SENT else DeliveryAttempt.Outcome.PERMANENT,
+            outcome=DeliveryAttempt.Outcome.SUCCESS
+            if status == Status.SENT
+            else DeliveryAttempt.Outcome.PERMANENT,
             error_kind="" if status == Status.SENT else values["error_kind"],
             error="" if status == Status.SENT else values["last_error"],
         )

@@ -108,7 +108,9 @@ def test_the_overview_numbers_refresh_without_a_reload(page):
     assert sent_total.inner_text() == "0"
     page.evaluate("window.__marker = 'same page'")
     factories.message(ws, at=timezone.now())
-    page.wait_for_function("document.querySelector('[data-total=sent]').textContent.trim() === '1'", timeout=12_000)
+    page.wait_for_function(
+        "document.querySelector('[data-total=sent]').textContent.trim() === '1'", timeout=12_000
+    )
     assert page.evaluate("window.__marker") == "same page"
 
 
@@ -152,8 +154,12 @@ def test_screenshots_of_every_page(page, live_server):
     workspaces = demo.ensure_workspaces(6, __import__("random").Random(5))
     demo.generate(workspaces=workspaces, messages=2500, scheduled=25, seed=5)
     SandboxReceipt.objects.create(
-        endpoint="sms", path="/sandbox/send-sms", payload={"to": "+14155550100", "message": "Hi"},
-        headers={"Idempotency-Key": "x"}, idempotency_key="x", response_status=200,
+        endpoint="sms",
+        path="/sandbox/send-sms",
+        payload={"to": "+14155550100", "message": "Hi"},
+        headers={"Idempotency-Key": "x"},
+        idempotency_key="x",
+        response_status=200,
     )
     named = workspaces[0]
     failed = Message.objects.filter(status=Status.FAILED).order_by("-failed_at").first()

@@ -28,12 +28,25 @@ def sample(db):
     named = factories.workspace("66338", "Cedar Dental")
     unnamed = factories.workspace("70001")
     sent = factories.message(named, body="Sent <b>hello</b>", at=timezone.now() - timedelta(minutes=5))
-    failed = factories.message(named, status=Status.FAILED, error_kind="http_503", last_error="HTTP 503: down")
+    failed = factories.message(
+        named, status=Status.FAILED, error_kind="http_503", last_error="HTTP 503: down"
+    )
     scheduled = factories.message(unnamed, status=Status.SCHEDULED, channel="email", subject="Later")
     ai = factories.message(
-        named, channel="ai", body="Open on Saturday?", response_text="Yes, from 9 to 12.", recipient="crm.example.com"
+        named,
+        channel="ai",
+        body="Open on Saturday?",
+        response_text="Yes, from 9 to 12.",
+        recipient="crm.example.com",
     )
-    return {"named": named, "unnamed": unnamed, "sent": sent, "failed": failed, "scheduled": scheduled, "ai": ai}
+    return {
+        "named": named,
+        "unnamed": unnamed,
+        "sent": sent,
+        "failed": failed,
+        "scheduled": scheduled,
+        "ai": ai,
+    }
 
 
 def page_urls(sample) -> list[str]:
@@ -148,7 +161,9 @@ def test_the_overview_shows_dashes_for_queues_when_redis_is_down(staff, sample, 
     try:
         response = staff.get("/overview/live")
         assert response.status_code == 200
-        assert "–" in re.search(r'<section class="queues".*?</section>', response.content.decode(), re.S).group(0)
+        assert "–" in re.search(
+            r'<section class="queues".*?</section>', response.content.decode(), re.S
+        ).group(0)
     finally:
         queues.reset_connection()
 
@@ -246,8 +261,12 @@ def test_cancel_and_reschedule_from_the_pages(staff, sample):
 def test_the_scheduled_page_lists_upcoming_messages_soonest_first(staff, db):
     ws = factories.workspace("333", "Later Inc")
     now = timezone.now()
-    late = factories.message(ws, status=Status.SCHEDULED, scheduled_for=now + timedelta(days=2), body="late one")
-    soon = factories.message(ws, status=Status.SCHEDULED, scheduled_for=now + timedelta(hours=1), body="soon one")
+    late = factories.message(
+        ws, status=Status.SCHEDULED, scheduled_for=now + timedelta(days=2), body="late one"
+    )
+    soon = factories.message(
+        ws, status=Status.SCHEDULED, scheduled_for=now + timedelta(hours=1), body="soon one"
+    )
     html = staff.get("/scheduled/").content.decode()
     assert html.index(str(soon.pk)) < html.index(str(late.pk))
     assert "Reschedule" in html and "Cancel" in html
@@ -257,11 +276,23 @@ def test_the_failures_page_groups_by_channel_and_error_kind(staff, db):
     ws = factories.workspace("444", "Failing Co")
     now = timezone.now()
     for i in range(3):
-        factories.message(ws, status=Status.FAILED, error_kind="http_503", last_error="HTTP 503: x", at=now - timedelta(hours=i))
-    factories.message(ws, status=Status.FAILED, error_kind="ConnectTimeout", last_error="ConnectTimeout: slow")
-    factories.message(ws, channel="email", status=Status.FAILED, error_kind="http_503", last_error="HTTP 503: y")
+        factories.message(
+            ws,
+            status=Status.FAILED,
+            error_kind="http_503",
+            last_error="HTTP 503: x",
+            at=now - timedelta(hours=i),
+        )
+    factories.message(
+        ws, status=Status.FAILED, error_kind="ConnectTimeout", last_error="ConnectTimeout: slow"
+    )
+    factories.message(
+        ws, channel="email", status=Status.FAILED, error_kind="http_503", last_error="HTTP 503: y"
+    )
     html = staff.get("/failures/").content.decode()
-    rows = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td><strong>([^<]+)</strong></td>\s*<td[^>]*><a[^>]*>(\d+)</a>", html)
+    rows = re.findall(
+        r"<tr>\s*<td>(\w+)</td>\s*<td><strong>([^<]+)</strong></td>\s*<td[^>]*><a[^>]*>(\d+)</a>", html
+    )
     assert rows[0] == ("sms", "HTTP 503", "3")
     assert set(rows[1:]) == {("sms", "ConnectTimeout", "1"), ("email", "HTTP 503", "1")}
     confirm = staff.get("/failures/retry?channel=sms&error_kind=http_503").content.decode()
@@ -274,7 +305,9 @@ def test_retry_all_in_a_group_retries_only_that_group(staff, db):
     other = factories.message(ws, status=Status.FAILED, error_kind="http_400")
     response = staff.post("/failures/retry", {"channel": "sms", "error_kind": "http_503"}, follow=True)
     assert "4 SMS message(s) queued again." in response.content.decode()
-    assert set(Message.objects.filter(pk__in=[m.pk for m in group]).values_list("status", flat=True)) == {"queued"}
+    assert set(Message.objects.filter(pk__in=[m.pk for m in group]).values_list("status", flat=True)) == {
+        "queued"
+    }
     assert Message.objects.get(pk=other.pk).status == Status.FAILED
     assert staff.post("/failures/retry", {"channel": "fax", "error_kind": "x"}).status_code == 404
 
@@ -282,14 +315,22 @@ def test_retry_all_in_a_group_retries_only_that_group(staff, db):
 def test_the_test_send_form_shows_field_errors_inline(staff, db):
     response = staff.post(
         "/test-send/",
-        {"channel": "sms", "workspaceId": "66338", "contactId": "c", "phoneNumber": "12", "message": "", "metadata": "{"},
+        {
+            "channel": "sms",
+            "workspaceId": "66338",
+            "contactId": "c",
+            "phoneNumber": "12",
+            "message": "",
+            "metadata": "{",
+        },
     )
     html = response.content.decode()
     assert response.status_code == 200
     assert "Is not valid JSON." in html
     assert Message.objects.count() == 0
     response = staff.post(
-        "/test-send/", {"channel": "sms", "workspaceId": "66338", "contactId": "c", "phoneNumber": "12", "message": ""}
+        "/test-send/",
+        {"channel": "sms", "workspaceId": "66338", "contactId": "c", "phoneNumber": "12", "message": ""},
     )
     html = response.content.decode()
     assert html.count('class="field has-error"') == 2
@@ -309,12 +350,23 @@ def test_the_test_send_form_sends_through_the_service_and_links_to_the_message(s
     sms_provider.expect_request("/send-sms").respond_with_json({"id": "p-2"})
     response = staff.post(
         "/test-send/",
-        {"channel": "sms", "workspaceId": "66338", "contactId": "c-9", "phoneNumber": "+14155550199", "message": "Hi"},
+        {
+            "channel": "sms",
+            "workspaceId": "66338",
+            "contactId": "c-9",
+            "phoneNumber": "+14155550199",
+            "message": "Hi",
+        },
     )
     assert response.status_code == 302
     message = Message.objects.get()
     assert response["Location"] == f"/test-send/?channel=sms&sent={message.pk}"
-    assert (message.recipient, message.body, message.segments, message.status) == ("+14155550199", "Hi", 1, "queued")
+    assert (message.recipient, message.body, message.segments, message.status) == (
+        "+14155550199",
+        "Hi",
+        1,
+        "queued",
+    )
     page = staff.get(response["Location"]).content.decode()
     assert f'href="/messages/{message.pk}/"' in page
     assert f'data-live-url="/messages/{message.pk}/live"' in page
@@ -334,8 +386,12 @@ def test_the_test_send_form_offers_only_channels_with_a_validator(staff, db):
 
 
 def test_the_sandbox_page_lists_receipts_newest_first(staff, db, settings):
-    first = SandboxReceipt.objects.create(endpoint="sms", path="/sandbox/send-sms", payload={"to": "+1 first"}, response_status=200)
-    second = SandboxReceipt.objects.create(endpoint="sms", path="/sandbox/send-sms", payload={"to": "+1 second<"}, response_status=400)
+    first = SandboxReceipt.objects.create(
+        endpoint="sms", path="/sandbox/send-sms", payload={"to": "+1 first"}, response_status=200
+    )
+    second = SandboxReceipt.objects.create(
+        endpoint="sms", path="/sandbox/send-sms", payload={"to": "+1 second<"}, response_status=400
+    )
     html = staff.get("/sandbox/received/").content.decode()
     assert html.index("+1 second&lt;") < html.index("+1 first")
     assert first.pk < second.pk

@@ -20,7 +20,9 @@ def test_it_retries_the_whole_group_in_batches_of_bounded_size(db):
     selects = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and "messaging_message" in q["sql"]]
     assert len(selects) == 3  # 10 + 10 + 3: the last short batch ends the loop
     assert all("LIMIT 10" in sql for sql in selects)
-    assert set(Message.objects.filter(pk__in=[m.pk for m in group]).values_list("status", flat=True)) == {"queued"}
+    assert set(Message.objects.filter(pk__in=[m.pk for m in group]).values_list("status", flat=True)) == {
+        "queued"
+    }
     assert all(m.max_attempts >= 4 for m in Message.objects.filter(pk__in=[m.pk for m in group]))
     assert MessageStatHour.objects.filter(dirty=True).exists()
 

@@ -65,13 +65,24 @@ def gunicorn(tmp_path):
     }
     python = sys.executable
     subprocess.run(
-        [python, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=settings.BASE_DIR, env=env, check=True, timeout=120
+        [python, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        check=True,
+        timeout=120,
     )
     assert (tmp_path / "static" / "staticfiles.json").exists()  # manifest storage
     port = free_port()
     log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
-        [str(Path(python).with_name("gunicorn")), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        [
+            str(Path(python).with_name("gunicorn")),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
         cwd=settings.BASE_DIR,
         env=env,
         stdout=log,
@@ -111,7 +122,9 @@ def admin_urls() -> list[str]:
 
 def _superuser_request():
     class Request:
-        user = type("U", (), {"is_active": True, "is_staff": True, "is_superuser": True, "has_perm": lambda *a: True})()
+        user = type(
+            "U", (), {"is_active": True, "is_staff": True, "is_superuser": True, "has_perm": lambda *a: True}
+        )()
 
     return Request()
 
@@ -123,7 +136,9 @@ def static_refs(html: str) -> set[str]:
 def test_every_page_and_static_file_answers_200_under_gunicorn_with_debug_off(gunicorn):
     workspaces = demo.ensure_workspaces(3, random.Random(2))
     demo.generate(workspaces=workspaces, messages=400, scheduled=5, seed=2)
-    SandboxReceipt.objects.create(endpoint="sms", path="/sandbox/send-sms", payload={"to": "+1"}, response_status=200)
+    SandboxReceipt.objects.create(
+        endpoint="sms", path="/sandbox/send-sms", payload={"to": "+1"}, response_status=200
+    )
     superuser = factories.user("prod-admin")
     superuser.is_superuser = True
     superuser.save()
@@ -186,6 +201,9 @@ def test_every_page_and_static_file_answers_200_under_gunicorn_with_debug_off(gu
     outsider = Client()
     outsider.force_login(factories.user("prod-outsider", staff=False))
     forbidden = requests.get(
-        gunicorn + "/", cookies={"sessionid": outsider.cookies["sessionid"].value}, timeout=10, allow_redirects=False
+        gunicorn + "/",
+        cookies={"sessionid": outsider.cookies["sessionid"].value},
+        timeout=10,
+        allow_redirects=False,
     )
     assert forbidden.status_code == 403 and "Staff only" in forbidden.text

@@ -23,7 +23,9 @@ def direct_counts(start, now):
             qs = qs.filter(**{f"{stamp}__gte": start})
         qs = qs.filter(**{f"{stamp}__lte": now})
         for row in qs.values("workspace_id", "channel").annotate(n=Count("pk")):
-            result.setdefault((row["workspace_id"], row["channel"]), {"sent": 0, "failed": 0})[status] = row["n"]
+            result.setdefault((row["workspace_id"], row["channel"]), {"sent": 0, "failed": 0})[status] = row[
+                "n"
+            ]
     return result
 
 
@@ -83,9 +85,13 @@ def test_a_group_retry_is_reflected_at_once(history):
 
 def test_a_rebuild_gives_the_same_rows(history):
     rollup.stats_refresh()
-    rows = sorted(MessageStat.objects.values_list("hour", "workspace_id", "channel", "sent", "failed", "latency_3"))
+    rows = sorted(
+        MessageStat.objects.values_list("hour", "workspace_id", "channel", "sent", "failed", "latency_3")
+    )
     rollup.stats_refresh(rebuild=True)
-    again = sorted(MessageStat.objects.values_list("hour", "workspace_id", "channel", "sent", "failed", "latency_3"))
+    again = sorted(
+        MessageStat.objects.values_list("hour", "workspace_id", "channel", "sent", "failed", "latency_3")
+    )
     assert rows == again and rows
 
 

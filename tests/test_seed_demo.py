@@ -25,7 +25,12 @@ def test_seed_demo_creates_named_workspaces_and_a_realistic_week(redis_clean):
     assert all(w.external_id.isdigit() and len(w.external_id) == 5 for w in workspaces)
     assert sum(1 for w in workspaces if w.name) == 5  # one left unnamed to show the raw-ID fallback
     assert set(Message.objects.values_list("channel", flat=True)) == {"sms", "email", "ai"}
-    assert set(Message.objects.values_list("status", flat=True)) >= {"sent", "failed", "cancelled", "scheduled"}
+    assert set(Message.objects.values_list("status", flat=True)) >= {
+        "sent",
+        "failed",
+        "cancelled",
+        "scheduled",
+    }
     kinds = set(Message.objects.filter(status="failed").values_list("error_kind", flat=True))
     assert len(kinds) >= 6 and {"http_400", "http_503", "ConnectTimeout"} <= kinds
     oldest = Message.objects.order_by("accepted_at").first().accepted_at
@@ -33,11 +38,21 @@ def test_seed_demo_creates_named_workspaces_and_a_realistic_week(redis_clean):
     assert Message.objects.filter(status="scheduled", scheduled_for__gt=timezone.now()).count() == 40
     assert DeliveryAttempt.objects.count() > 3000
     # Scheduled SMS were handed to rq-scheduler; the metrics rollup is ready.
-    assert redis_clean.zcard("rq:scheduler:scheduled_jobs") == Message.objects.filter(status="scheduled", channel="sms").count()
+    assert (
+        redis_clean.zcard("rq:scheduler:scheduled_jobs")
+        == Message.objects.filter(status="scheduled", channel="sms").count()
+    )
     assert rollup.stats_refresh() == 0
     client = Client()
     client.force_login(factories.user())
-    for url in ("/", "/?window=7d", "/failures/", "/messages/", "/scheduled/", f"/workspaces/{workspaces[0].external_id}/"):
+    for url in (
+        "/",
+        "/?window=7d",
+        "/failures/",
+        "/messages/",
+        "/scheduled/",
+        f"/workspaces/{workspaces[0].external_id}/",
+    ):
         assert client.get(url).status_code == 200
 
 

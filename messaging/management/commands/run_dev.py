@@ -87,11 +87,15 @@ class Command(BaseCommand):
     def offer_demo_data(self) -> None:
         """On an empty database: ask whether to run seed_demo (interactive terminal), else print the hint."""
         if sys.stdin is not None and sys.stdin.isatty():
-            answer = input("  The database has no messages yet. Add demo data now (manage.py seed_demo)? [y/N] ")
+            answer = input(
+                "  The database has no messages yet. Add demo data now (manage.py seed_demo)? [y/N] "
+            )
             if answer.strip().lower() in ("y", "yes"):
                 call_command("seed_demo", stdout=self.stdout, stderr=self.stderr)
             return
-        self.stdout.write("  The database has no messages yet: `python manage.py seed_demo` adds demo data.\n")
+        self.stdout.write(
+            "  The database has no messages yet: `python manage.py seed_demo` adds demo data.\n"
+        )
 
     def ensure_redis(self) -> subprocess.Popen | None:
         url = settings.REDIS_URL
