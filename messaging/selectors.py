@@ -348,7 +348,8 @@ def message_search(filters: MessageFilters, *, cursor: str = "", limit: int = 50
     parsed = decode_cursor(cursor) if cursor else None
     if parsed:
         when, pk = parsed
-        qs = qs.filter(Q(accepted_at__lt=when) | Q(accepted_at=when, pk__lt=pk))
+        # The plain range bound lets the database start its index scan at the cursor.
+        qs = qs.filter(accepted_at__lte=when).exclude(accepted_at=when, pk__gte=pk)
     items = list(qs.order_by("-accepted_at", "-pk")[: limit + 1])
     next_cursor = (
         encode_cursor(items[limit - 1].accepted_at, items[limit - 1].pk) if len(items) > limit else None
@@ -362,7 +363,7 @@ def scheduled_messages(*, cursor: str = "", limit: int = 50) -> Page:
     parsed = decode_cursor(cursor) if cursor else None
     if parsed:
         when, pk = parsed
-        qs = qs.filter(Q(scheduled_for__gt=when) | Q(scheduled_for=when, pk__gt=pk))
+        qs = qs.filter(scheduled_for__gte=when).exclude(scheduled_for=when, pk__lte=pk)
     items = list(qs.order_by("scheduled_for", "pk")[: limit + 1])
     next_cursor = (
         encode_cursor(items[limit - 1].scheduled_for, items[limit - 1].pk) if len(items) > limit else None
