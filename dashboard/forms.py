@@ -120,5 +120,6 @@ class AiTestForm(_TestSendForm):
     contact_id = _text("Contact ID", initial="dashboard-test")
     message_id = _text("Message ID", help_text="The client's id for the incoming message.")
     message_text = _text("Incoming message", widget=forms.Textarea(attrs={"rows": 3}))
-    callback_url = _text("Callback URL")
-    rate_limit_key = _text("Rate-limit key")
+    callback_url = _text("Callback URL", help_text="Where the generated reply is POSTed.")
+    rate_limit_key = _text("Rate-limit key", initial="dashboard-test")
+    phone_number = _text("Phone number", help_text="Optional: `to` of a callback URL ending in /send-sms.")

@@ -20,11 +20,12 @@ from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
 from .access import staff_required
 from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
 
-# channel -> (form class, name of the validation function in messaging.validation)
+# channel -> (form class, validation function in messaging.validation, service in messaging.services):
+# the same pair the API view of that channel calls.
 TEST_SEND = {
-    "sms": (SmsTestForm, "clean_sms_request"),
-    "email": (EmailTestForm, "clean_email_request"),
-    "ai": (AiTestForm, "clean_ai_request"),
+    "sms": (SmsTestForm, "clean_sms_request", "message_create"),
+    "email": (EmailTestForm, "clean_email_request", "message_create"),
+    "ai": (AiTestForm, "clean_ai_request", "ai_request_create"),
 }
 
 
@@ -301,7 +302,9 @@ def available_test_channels() -> list[tuple[str, str]]:
     return [
         (value, label)
         for value, label in Channel.choices
-        if value in TEST_SEND and hasattr(validation, TEST_SEND[value][1])
+        if value in TEST_SEND
+        and hasattr(validation, TEST_SEND[value][1])
+        and hasattr(services, TEST_SEND[value][2])
     ]
 
 
@@ -314,7 +317,7 @@ def test_send(request: HttpRequest) -> HttpResponse:
     channel = request.POST.get("channel") or request.GET.get("channel") or "sms"
     if channel not in available:
         channel = "sms"
-    form_class, validator_name = TEST_SEND[channel]
+    form_class, validator_name, service_name = TEST_SEND[channel]
     if request.method == "POST":
         form = form_class(request.POST)
         form.is_valid()
@@ -328,7 +331,7 @@ def test_send(request: HttpRequest) -> HttpResponse:
                 for reason in reasons:
                     form.add_error(name if name in form.fields else None, reason)
         else:
-            message = services.message_create(**cleaned)
+            message = getattr(services, service_name)(**cleaned)
             return redirect(f"{reverse('dashboard:test-send')}?channel={channel}&sent={message.pk}")
     elif request.method == "GET":
         form = form_class()

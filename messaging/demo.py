@@ -292,10 +292,12 @@ def generate(
     now: datetime | None = None,
     batch_size: int = 5000,
     progress: Callable[[int], None] | None = None,
+    refresh_rollup: bool = True,
 ) -> DemoResult:
     """Create `messages` past messages (sent, failed, cancelled) over the last `days` days and
     `scheduled` messages due in the next three days, spread over `workspaces` (some busier than
-    others), with their delivery attempts; then roll up the metrics of the hours they touch.
+    others), with their delivery attempts; then (refresh_rollup) roll up the metrics of the hours they
+    touch. Without it the caller must call `rollup.stats_refresh(rebuild=True)`.
 
     Scheduled messages are stored with a job id but not enqueued: the caller decides (see seed_demo).
     """
@@ -371,5 +373,6 @@ def generate(
             _content(rng, channel, message)
             upcoming.append(message)
         Message.objects.bulk_create(upcoming)
-    rollup.stats_refresh(start=now - timedelta(days=days + 1), now=timezone.now(), rebuild=True)
+    if refresh_rollup:
+        rollup.stats_refresh(start=now - timedelta(days=days + 1), now=timezone.now(), rebuild=True)
     return DemoResult(len(workspaces), messages + scheduled, created_attempts, upcoming)
