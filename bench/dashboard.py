@@ -56,6 +56,11 @@ def main() -> None:
     from django.conf import settings
 
     settings.ALLOWED_HOSTS = ["testserver"]
+    # No collectstatic here: plain static storage (the manifest lookup it replaces is a dict read).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client

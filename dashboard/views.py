@@ -36,8 +36,10 @@ def _window(request: HttpRequest) -> str:
 
 def _overview_context(request: HttpRequest) -> dict:
     window = _window(request)
-    metrics = selectors.workspace_metrics(window)
+    now = timezone.now()
+    metrics = selectors.workspace_metrics(window, now=now)
     return {
+        "window_since": selectors.window_start(window, now),
         "window": window,
         "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
         "window_label": selectors.WINDOWS[window][0],

@@ -118,3 +118,19 @@ def test_the_median_follows_real_durations_within_a_bucket(db):
 def test_no_messages_gives_empty_numbers(db):
     assert rollup.window_counts(None) == {}
     assert rollup.stats_refresh() == 0
+
+
+@pytest.mark.parametrize("hours_back", [0.5, 5.25, 30.6, 71.9])
+def test_window_counts_from_any_start_equal_direct_counts(history, hours_back):
+    """A start inside an hour: the partial first hour is counted live, whole hours from the rollup."""
+    now = timezone.now()
+    start = now - timedelta(hours=hours_back)
+    assert as_plain(rollup.window_counts(start, now=now)) == direct_counts(start, now)
+
+
+def test_day_windows_start_on_a_whole_hour_and_the_hour_window_is_exact():
+    now = timezone.now()
+    assert selectors.window_start("24h", now) == rollup.hour_floor(now - timedelta(hours=24))
+    assert selectors.window_start("7d", now) == rollup.hour_floor(now - timedelta(days=7))
+    assert selectors.window_start("1h", now) == now - timedelta(hours=1)
+    assert selectors.window_start("all", now) is None
