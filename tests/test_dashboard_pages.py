@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from messaging import rollup
 from messaging.models import DeliveryAttempt, Message, SandboxReceipt, Status
@@ -421,3 +422,86 @@ def test_rollup_hours_are_recomputed_after_seed_like_writes(staff, db):
     rollup.hours_mark_dirty([old])
     assert re.search(r'data-total="sent">2<', staff.get("/?window=7d").content.decode())
     assert DeliveryAttempt.objects.count() == 2
+
+
+def test_lists_mask_recipients_and_the_detail_page_shows_them_in_full(staff, db):
+    ws = factories.workspace("777", "Privacy Co")
+    sent = factories.message(ws, recipient="+14155550123")
+    failed = factories.message(
+        ws,
+        status=Status.FAILED,
+        recipient="jane.doe@example.com",
+        channel="email",
+        error_kind="http_422",
+        last_error="HTTP 422: jane.doe@example.com does not exist",
+    )
+    scheduled = factories.message(ws, status=Status.SCHEDULED, recipient="+14155550999")
+    for url in ("/messages/", "/failures/", "/scheduled/", "/workspaces/777/"):
+        html = staff.get(url).content.decode()
+        for full in ("+14155550123", "jane.doe@example.com", "+14155550999"):
+            assert full not in html, (url, full)
+    assert "+14155550123" in staff.get(f"/messages/{sent.pk}/").content.decode()
+    assert "jane.doe@example.com" in staff.get(f"/messages/{failed.pk}/").content.decode()
+    assert scheduled.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_email_test_send_form_sends_an_email(staff, email_provider):
+    email_provider.expect_request("/api/email/send").respond_with_json({"id": "mail-1"})
+    response = staff.post(
+        "/test-send/",
+        {
+            "channel": "email",
+            "workspaceId": "66338",
+            "contactId": "c-1",
+            "to": "ops@example.com",
+            "subject": "Dashboard test",
+            "html": "<p>Hi</p>",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    message = Message.objects.get()
+    assert (message.channel, message.recipient, message.subject) == (
+        "email",
+        "ops@example.com",
+        "Dashboard test",
+    )
+    run_jobs()
+    assert Message.objects.get().status == Status.SENT
+    assert email_provider.log[0][0].get_json()["subject"] == "Dashboard test"
+
+
+def test_the_email_test_send_form_shows_the_api_field_errors(staff, db):
+    response = staff.post(
+        "/test-send/", {"channel": "email", "workspaceId": "66338", "contactId": "c", "to": "nope"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.count('class="field has-error"') == 3  # to, subject, html
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ai_test_send_form_generates_a_reply_and_calls_back(staff, callback_server):
+    callback_server.expect_request("/hooks/ai").respond_with_json({"ok": True})
+    response = staff.post(
+        "/test-send/",
+        {
+            "channel": "ai",
+            "workspace_id": "66338",
+            "contact_id": "c-2",
+            "message_id": "m-1",
+            "message_text": "Are you open on Sunday?",
+            "callback_url": callback_server.url_for("/hooks/ai"),
+            "rate_limit_key": "66338:c-2",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    message = Message.objects.get()
+    assert message.channel == "ai"
+    run_jobs(until=lambda: Message.objects.get(pk=message.pk).is_final)
+    message.refresh_from_db()
+    assert message.status == Status.SENT and message.response_text
+    assert callback_server.log[0][0].get_json()["response_text"] == message.response_text
+    detail = staff.get(f"/messages/{message.pk}/").content.decode()
+    assert "AI reply" in detail and escape(message.response_text) in detail
