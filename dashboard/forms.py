@@ -122,4 +122,6 @@ class AiTestForm(_TestSendForm):
     message_text = _text("Incoming message", widget=forms.Textarea(attrs={"rows": 3}))
     callback_url = _text("Callback URL", help_text="Where the generated reply is POSTed.")
     rate_limit_key = _text("Rate-limit key", initial="dashboard-test")
-    phone_number = _text("Phone number", help_text="Optional: sent as “to” when the callback URL ends in /send-sms.")
+    phone_number = _text(
+        "Phone number", help_text="Optional: sent as “to” when the callback URL ends in /send-sms."
+    )
