@@ -444,6 +444,12 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+@csrf_exempt
+def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Catch-all under /api/: the JSON 404 also with DEBUG on (Django's handler404 is skipped then)."""
+    return error_response(404, "Not found.")
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     """500 handler: the JSON error shape under /api/, Django's page elsewhere."""
     if request.path.startswith("/api/"):

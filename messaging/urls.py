@@ -20,4 +20,6 @@ urlpatterns = [
     path("sandbox/api/email/send", sandbox.send_email, name="sandbox-send-email"),
     path("sandbox/chat/completions", sandbox.chat_completions, name="sandbox-chat-completions"),
     path("sandbox/callback/<path:rest>", sandbox.callback, name="sandbox-callback"),
+    # Last: any other /api/ path answers the JSON 404.
+    path("api/<path:rest>", api.unknown_endpoint, name="api-unknown"),
 ]

@@ -222,3 +222,10 @@ def test_queue_counts_list_every_queue(api):
     assert body["queues"]["sms"]["waiting"] == 1
     assert body["queues"]["sms"]["delayed"] == 1
     assert set(body["queues"]["email"]) == {"waiting", "active", "completed", "failed", "delayed"}
+
+
+def test_an_unknown_api_path_answers_json_404_even_with_debug(client, db, settings):
+    settings.DEBUG = True
+    response = client.post("/api/no-such-endpoint", data="{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {"success": False, "message": "Not found."}

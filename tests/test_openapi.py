@@ -18,7 +18,8 @@ def _api_routes(patterns=None, prefix=""):
             yield from _api_routes(pattern.url_patterns, prefix + str(pattern.pattern))
         elif isinstance(pattern, URLPattern):
             route = "/" + prefix + str(pattern.pattern)
-            if route.startswith(("/api/", "/health")):
+            # The catch-all that answers unknown /api/ paths with a JSON 404 is not an endpoint.
+            if route.startswith(("/api/", "/health")) and pattern.name != "api-unknown":
                 yield re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route), pattern.callback
 
 
