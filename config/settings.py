@@ -301,6 +301,8 @@ AXES_RESET_ON_SUCCESS = True
 # The client address is REMOTE_ADDR (not a header a client could forge); behind a reverse proxy, have
 # the proxy set it to the real client (see README, "Security").
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+AXES_VERBOSE = False
 
 # django-csp 4 format. Pages load scripts, styles, images and fonts from this site only; no inline
 # script or style, no eval, no framing, forms post only here.
