@@ -76,7 +76,13 @@ class Command(BaseCommand):
         )
         honcho = Path(python).with_name("honcho")
         try:
-            subprocess.call([str(honcho), "-f", str(procfile), "-d", str(settings.BASE_DIR), "start"])
+            # The children inherit this process's environment, which already holds .env under the real
+            # environment; honcho must not re-read .env over it (it would override e.g. REDIS_URL).
+            no_env_file = RUN_DIR / "empty.env"
+            no_env_file.write_text("")
+            subprocess.call(
+                [str(honcho), "start", "-e", str(no_env_file), "-f", str(procfile), "-d", str(settings.BASE_DIR)]
+            )
         except KeyboardInterrupt:
             pass
         finally:
