@@ -129,15 +129,49 @@ if IS_TEST:
     # Tests flush their Redis database: keep them off the one a developer's `make run` uses.
     REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 # Seconds; a Redis call that takes longer fails instead of hanging a web request.
-REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=2.0)
+# Seconds to wait for a TCP connection to Redis; short, so an unreachable Redis costs a request little.
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
+# Seconds the web and workers stop trying Redis for enqueueing after a connection failure (messages
+# stay `accepted` for the sweep meanwhile), so an outage does not slow every request down.
+REDIS_RETRY_AFTER_SECONDS = env.float("REDIS_RETRY_AFTER_SECONDS", default=2.0)
 # Seconds a delivery job may run before RQ kills it; every outbound timeout is shorter than this.
 RQ_JOB_TIMEOUT = env.int("RQ_JOB_TIMEOUT", default=60)
 _queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}
 RQ_QUEUES = {name: dict(_queue) for name in ("default", "sms", "email", "ai")}
 
 RQ_SHOW_ADMIN_LINK = True
-# `manage.py rqworker` uses this class: it logs queues, retry policy, rate limits and provider URLs at start.
-RQ = {"WORKER_CLASS": "messaging.worker.Worker"}
+# `manage.py rqworker` uses messaging.worker.Worker: it logs queues, retry policy, rate limits and
+# provider URLs at start, and waits for Redis to come back instead of exiting. Every job gets the
+# retention of messaging.queues.RetainedJob unless it sets its own; the scheduler survives Redis
+# restarts and re-registers the periodic jobs (messaging/periodic.py).
+RQ = {
+    "JOB_CLASS": "messaging.queues.RetainedJob",
+    "WORKER_CLASS": "messaging.worker.Worker",
+    "SCHEDULER_CLASS": "messaging.periodic.MaintainingScheduler",
+}
+
+# --- Recovery, idempotency and retention ----------------------------------------------------------
+# Seconds between runs of the outbox sweep (a periodic rq-scheduler job; also `manage.py sweep_messages`).
+SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=5)
+# Seconds a message must have been waiting before the sweep touches it (covers the enqueue-after-commit gap).
+SWEEP_GRACE_SECONDS = env.float("SWEEP_GRACE_SECONDS", default=5.0)
+# Seconds past its time a scheduled job may still sit in rq-scheduler before the sweep queues it directly.
+SWEEP_OVERDUE_SECONDS = env.int("SWEEP_OVERDUE_SECONDS", default=30)
+# Seconds past RQ_JOB_TIMEOUT after which a message still `sending` (worker killed) is retried or failed.
+SWEEP_SENDING_GRACE_SECONDS = env.int("SWEEP_SENDING_GRACE_SECONDS", default=30)
+# Hours an Idempotency-Key and its first response are kept (at least 24).
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+if IDEMPOTENCY_KEY_TTL_HOURS < 24:
+    raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_HOURS must be at least 24.")
+# Seconds after which a request still marked in progress (its process died) no longer blocks its key.
+IDEMPOTENCY_LOCK_SECONDS = env.int("IDEMPOTENCY_LOCK_SECONDS", default=60)
+# Days after which recipients and contents of finished messages are cleared (counts stay); 0 = never.
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=30)
+# Finished RQ jobs kept per queue at most (results also expire after 7 days).
+RQ_FINISHED_JOBS_MAX = env.int("RQ_FINISHED_JOBS_MAX", default=10_000)
+# Bearer token for GET /metrics (Prometheus); unset = the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Delivery policy ------------------------------------------------------------------------------
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=3)

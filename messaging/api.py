@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from . import openapi, queues, ratelimit, selectors, services
+from .idempotency import idempotent
 from .models import ApiKey, Message, Status
 from .validation import RequestInvalid, clean_ai_request, clean_email_request, clean_sms_request
 
@@ -209,6 +210,7 @@ def _accepted(message: Message, noun: str) -> JsonResponse:
 
 
 @api_view(("POST",))
+@idempotent
 def schedule_sms(request: HttpRequest) -> JsonResponse:
     """POST /api/schedule-sms: accept one SMS (earlier service's body), answer 202 with its id."""
     cleaned = clean_sms_request(parse_json_body(request))
@@ -294,12 +296,14 @@ def bulk_accept(request: HttpRequest, cleaner: Callable[..., dict[str, Any]]) ->
 
 
 @api_view(("POST",))
+@idempotent
 def schedule_sms_bulk(request: HttpRequest) -> JsonResponse:
     """POST /api/schedule-sms/bulk: up to BULK_MAX_ITEMS SMS bodies in `{messages: [...]}`."""
     return bulk_accept(request, clean_sms_request)
 
 
 @api_view(("POST",))
+@idempotent
 def schedule_email(request: HttpRequest) -> JsonResponse:
     """POST /api/schedule-email: accept one email (earlier service's body), answer 202 with its id."""
     cleaned = clean_email_request(parse_json_body(request))
@@ -337,6 +341,7 @@ def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> No
 
 
 @api_view(("POST",))
+@idempotent
 def ai_response(request: HttpRequest) -> JsonResponse:
     """POST /api/ai-response (and /api/ai-response/enqueue): accept an AI-reply request, answer 202.
 
@@ -372,6 +377,7 @@ def message_detail(request: HttpRequest, message_id: str) -> JsonResponse:
 
 
 @api_view(("POST",))
+@idempotent
 def message_cancel(request: HttpRequest, message_id: str) -> JsonResponse:
     """POST /api/messages/<id>/cancel: cancel before sending; 409 once sending, sent or failed."""
     message = _message_for_key(request, message_id)

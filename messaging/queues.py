@@ -5,8 +5,10 @@ Jobs carry only the message id (see DESIGN.md, "Flow"): payloads stay in the dat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -14,6 +16,7 @@ import django_rq
 import redis
 from django.conf import settings
 from rq import Queue
+from rq.job import Job
 from rq_scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -28,8 +31,31 @@ QUEUE_NAMES = ("sms", "email", "ai")
 RESULT_TTL = 7 * 86_400
 FAILURE_TTL = 30 * 86_400
 
+SCHEDULED_JOBS_KEY = "rq:scheduler:scheduled_jobs"
+
 _lock = threading.Lock()
 _connection: redis.Redis | None = None
+# time.monotonic() before which enqueueing does not try Redis again (after a connection failure).
+_unavailable_until = 0.0
+
+
+class RetainedJob(Job):
+    """RQ job class (settings.RQ["JOB_CLASS"]) that keeps results RESULT_TTL and failures FAILURE_TTL.
+
+    RQ keeps failed jobs a year and rq-scheduler's `enqueue_at` cannot set `failure_ttl`, so the
+    defaults are applied here, where every queue and scheduler creates its jobs. An explicit value
+    (e.g. result_ttl=-1 for periodic jobs) wins.
+    """
+
+    @classmethod
+    def create(cls, func, *args, result_ttl=None, failure_ttl=None, **kwargs):  # type: ignore[override]
+        return super().create(
+            func,
+            *args,
+            result_ttl=RESULT_TTL if result_ttl is None else result_ttl,
+            failure_ttl=FAILURE_TTL if failure_ttl is None else failure_ttl,
+            **kwargs,
+        )
 
 
 def get_connection() -> redis.Redis:
@@ -45,7 +71,7 @@ def get_connection() -> redis.Redis:
                 _connection = redis.Redis.from_url(
                     settings.REDIS_URL,
                     socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-                    socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+                    socket_connect_timeout=min(settings.REDIS_CONNECT_TIMEOUT, settings.REDIS_SOCKET_TIMEOUT),
                     health_check_interval=30,
                 )
     return _connection
@@ -53,9 +79,10 @@ def get_connection() -> redis.Redis:
 
 def reset_connection() -> None:
     """Forget the cached client (tests that point REDIS_URL elsewhere call this)."""
-    global _connection
+    global _connection, _unavailable_until
     with _lock:
         _connection = None
+        _unavailable_until = 0.0
 
 
 _queues: dict[str, Queue] = {}
@@ -94,8 +121,28 @@ def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime
     """Put a `deliver(message_id)` job on the channel's queue, now or at `at` (aware datetime).
 
     Returns the job id. Raises redis.exceptions.RedisError when Redis cannot be reached; the message
-    then stays in the database and the sweep enqueues it later.
+    then stays in the database and the sweep enqueues it later. After a connection failure, calls in
+    the next REDIS_RETRY_AFTER_SECONDS fail at once instead of waiting for the timeout again.
     """
+    with _unless_recently_unreachable():
+        _enqueue(message_id, channel, job_id=job_id, at=at)
+    return job_id
+
+
+@contextlib.contextmanager
+def _unless_recently_unreachable():
+    """Fail at once while Redis failed within REDIS_RETRY_AFTER_SECONDS; note a new failure."""
+    global _unavailable_until
+    if time.monotonic() < _unavailable_until:
+        raise redis.exceptions.ConnectionError("Redis was unreachable moments ago; not retrying yet")
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        _unavailable_until = time.monotonic() + settings.REDIS_RETRY_AFTER_SECONDS
+        raise
+
+
+def _enqueue(message_id: str, channel: str, *, job_id: str, at: datetime | None) -> None:
     if at is None:
         # One pipeline: RQ otherwise spends two round trips to Redis per enqueue.
         with get_connection().pipeline() as pipe:
@@ -118,7 +165,6 @@ def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime
             timeout=settings.RQ_JOB_TIMEOUT,
             job_result_ttl=RESULT_TTL,
         )
-    return job_id
 
 
 def new_batch_job_id() -> str:
@@ -140,8 +186,14 @@ def enqueue_batches(channel: str, batches: list[tuple[str, list[str], datetime |
     """Enqueue `deliver_batch(message_ids)` jobs: each batch is (job id, message ids, time or None).
 
     Immediate batches go to the channel's queue in one pipeline with `enqueue_many`; timed batches go
-    to rq-scheduler at their due second. Raises redis.exceptions.RedisError when Redis is unreachable.
+    to rq-scheduler at their due second. Raises redis.exceptions.RedisError when Redis is unreachable
+    (at once, within REDIS_RETRY_AFTER_SECONDS of a previous failure).
     """
+    with _unless_recently_unreachable():
+        _enqueue_batches(channel, batches)
+
+
+def _enqueue_batches(channel: str, batches: list[tuple[str, list[str], datetime | None]]) -> None:
     queue = get_queue(channel)
     now_batches = [b for b in batches if b[2] is None]
     if now_batches:
@@ -187,3 +239,18 @@ def cancel_job(job_id: str) -> None:
         connection.delete(f"rq:job:{job_id}")
     except redis.exceptions.RedisError:
         logger.warning("could not remove job %s from Redis", job_id)
+
+
+def job_states(job_ids: list[str]) -> dict[str, str | None]:
+    """Return {job id: RQ status ("queued", "scheduled", "started", "finished", "failed", ...) or None}.
+
+    None means the job hash is missing in Redis (never enqueued, expired, or lost in a Redis restart).
+    One pipelined round trip. Raises redis.exceptions.RedisError when Redis cannot be reached.
+    """
+    if not job_ids:
+        return {}
+    with get_connection().pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(f"rq:job:{job_id}", "status")
+        values = pipe.execute()
+    return {job_id: value.decode() if value else None for job_id, value in zip(job_ids, values, strict=True)}

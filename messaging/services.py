@@ -569,7 +569,7 @@ def _defer(message: Message, at: datetime) -> None:
     queues.enqueue_delivery(str(message.pk), message.channel, job_id=job_id, at=at)
 
 
-def message_deliver(*, message_id: str) -> str:
+def message_deliver(*, message_id: str, job_id: str | None = None) -> str:
     """Make one delivery attempt for a message; the body of the `deliver` job.
 
     Claims the message with a conditional update (queued/scheduled -> sending); when the claim fails
@@ -579,6 +579,8 @@ def message_deliver(*, message_id: str) -> str:
     workspace's own per-second rate when set) defers itself until a slot frees, without using an
     attempt. Outcomes: `sent`; a transient error with attempts left goes back on
     the scheduler after the backoff (or the provider's Retry-After); otherwise `failed` with the reason.
+    With `job_id` (the running RQ job), only the job the message points at (`rq_job_id`) may claim it,
+    so a stale or duplicate job left by a sweep, reschedule or Redis restart does nothing.
     Returns a short description of what happened (stored as the RQ job result).
     """
     message = Message.objects.select_related("workspace").filter(pk=message_id).first()
@@ -586,6 +588,8 @@ def message_deliver(*, message_id: str) -> str:
         return "missing"
     if message.status not in CLAIMABLE:
         return f"skipped: message is {message.status}"
+    if job_id and message.rq_job_id and message.rq_job_id != job_id:
+        return "skipped: superseded by another job"
     now = timezone.now()
     if message.next_attempt_at and message.next_attempt_at > now:
         wait = (message.next_attempt_at - now).total_seconds()
@@ -599,9 +603,11 @@ def message_deliver(*, message_id: str) -> str:
         # Over the channel's delivery rate: try again when a slot frees, without using an attempt.
         _defer(message, now + timedelta(seconds=rate_wait))
         return f"deferred {rate_wait:.2f}s: over the {message.channel} delivery rate"
+    claimable = Message.objects.filter(pk=message.pk, status__in=CLAIMABLE)
+    if job_id and message.rq_job_id:
+        claimable = claimable.filter(rq_job_id=job_id)
     claimed = (
-        Message.objects.filter(pk=message.pk, status__in=CLAIMABLE)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        claimable.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .update(status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now)
     )
     if claimed != 1:
@@ -664,8 +670,10 @@ def _record_failure(message: Message, result: CallResult) -> str:
     return f"failed: {result.error}"
 
 
-def message_deliver_many(*, message_ids: list[str]) -> str:
+def message_deliver_many(*, message_ids: list[str], job_id: str | None = None) -> str:
     """Run message_deliver for many messages with up to BULK_DELIVERY_CONCURRENCY calls in flight.
+
+    `job_id` is the batch job's id: a message the sweep has since given a job of its own is skipped.
 
     Uses plain threads (provider calls are I/O bound); each thread has its own database connection,
     closed when the thread finishes. Returns a count of outcomes, e.g. "sent=98 retry=2".
@@ -684,7 +692,7 @@ def message_deliver_many(*, message_ids: list[str]) -> str:
                 except queue_module.Empty:
                     return
                 try:
-                    outcome = message_deliver(message_id=message_id)
+                    outcome = message_deliver(message_id=message_id, job_id=job_id)
                 except Exception:
                     # The message stays `sending`; the sweep resolves it. Other messages go on.
                     logger.exception("delivery of message %s raised", message_id)

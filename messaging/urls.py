@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, sandbox
+from . import api, metrics, sandbox
 
 urlpatterns = [
     path("api/schedule-sms", api.schedule_sms, name="api-schedule-sms"),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/openapi.json", api.openapi_document, name="api-openapi"),
     path("health", api.health, name="health"),
     path("health/ready", api.health_ready, name="health-ready"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("sandbox/send-sms", sandbox.send_sms, name="sandbox-send-sms"),
     path("sandbox/api/email/send", sandbox.send_email, name="sandbox-send-email"),
     path("sandbox/chat/completions", sandbox.chat_completions, name="sandbox-chat-completions"),

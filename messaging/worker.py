@@ -1,16 +1,32 @@
 """The RQ worker class used by `manage.py rqworker` (settings.RQ["WORKER_CLASS"]).
 
-It behaves exactly like rq's Worker and, when it starts, logs what it will do: its queues, the retry
+It behaves like rq's Worker and, when it starts, logs what it will do: its queues, the retry
 policy, the rate limits and the provider base URLs. Secrets (API keys, the signing secret, passwords
 in URLs) are never logged.
+
+It also outlives Redis outages. RQ's worker retries while it waits for a job, but a Redis error
+anywhere else in its loop (the suspension check, maintenance, monitoring the work horse, registering
+its death) makes it quit, and `rqworker` then exits 1. On a PaaS that restarts crashed processes with
+growing delays, one Redis restart could leave the service without workers for minutes. This worker
+waits for Redis to come back (exponential backoff up to 30 s) and starts working again. A requested
+stop (SIGTERM/SIGINT: RQ's warm shutdown, which lets the current job finish) and burst mode end it as
+before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from django.conf import settings
 from rq import Worker as RqWorker
+from rq.exceptions import StopRequested
+
+# Longest wait, in seconds, between two checks whether Redis is back.
+MAX_REDIS_WAIT_SECONDS = 30.0
 
 
 def public_url(url: str) -> str:
@@ -68,9 +84,54 @@ def startup_summary(queue_names: list[str]) -> list[str]:
 
 
 class Worker(RqWorker):
-    """rq's Worker that logs its configuration (startup_summary) once it has started."""
+    """rq's Worker that logs its configuration (startup_summary) once it has started and outlives
+    Redis outages instead of exiting."""
 
     def bootstrap(self, *args, **kwargs) -> None:
         super().bootstrap(*args, **kwargs)
         for line in startup_summary(self.queue_names()):
             self.log.info("Worker %s: %s", self.name, line)
+
+    _stop_signalled = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_signalled = True
+        super().request_stop(signum, frame)
+
+    def work(self, burst: bool = False, **kwargs: Any) -> bool:  # type: ignore[override]
+        """Run RQ's work loop; when it ends because Redis failed, wait for Redis and run it again.
+
+        Returns whether any job was processed, like Worker.work.
+        """
+        worked = False
+        while True:
+            try:
+                worked = super().work(burst=burst, **kwargs) or worked
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                self.log.error("Worker %s: Redis unavailable (%s)", self.name, exc)
+            if burst or self._stop_signalled or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
+                return worked
+            try:
+                self._wait_for_redis()
+            except StopRequested:
+                return worked
+            if self._stop_signalled:
+                return worked
+
+    def _wait_for_redis(self) -> None:
+        delay = 1.0
+        while not self._stop_signalled:
+            time.sleep(delay)  # also keeps a loop that keeps failing for another reason from spinning
+            try:
+                self.connection.ping()
+            except redis.exceptions.RedisError:
+                self.log.warning("Worker %s: Redis still unavailable, next try in %.0fs", self.name, delay)
+                delay = min(delay * 2, MAX_REDIS_WAIT_SECONDS)
+                continue
+            # A registration left by the loop that failed (its death could not be recorded) would
+            # make register_birth refuse to start "a second worker" with our name.
+            with contextlib.suppress(redis.exceptions.RedisError):
+                if not self.connection.hexists(self.key, "death"):
+                    self.connection.delete(self.key)
+            self.log.info("Worker %s: Redis answers, working again", self.name)
+            return

@@ -1,0 +1,73 @@
+"""Deployment: the Procfile's processes, gunicorn with its config file, documented settings."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.processes import ROOT, free_port, process_env, wait_for
+
+
+def test_the_procfile_has_release_web_worker_and_scheduler():
+    lines = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert lines == {
+        "release": "python manage.py migrate --noinput",
+        "web": "gunicorn -c config/gunicorn.py config.wsgi",
+        "worker": "python manage.py rqworker sms email ai",
+        "scheduler": "python manage.py register_periodic_jobs && python manage.py rqscheduler --interval 1",
+    }
+
+
+def test_every_setting_read_from_the_environment_is_documented_in_env_example():
+    settings_text = (ROOT / "config" / "settings.py").read_text()
+    names = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]+)"', settings_text))
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert names, "no settings found"
+    assert names - documented == set()
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis_clean, settings):
+    port = free_port()
+    env = process_env(settings.REDIS_URL, PORT=port, WEB_CONCURRENCY=1, ALLOWED_HOSTS="127.0.0.1")
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "config/gunicorn.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "config.wsgi",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def ready():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+            except requests.RequestException:
+                return None
+
+        response = wait_for(ready, 30, 0.2, "gunicorn to answer")
+        assert response.status_code == 200
+        assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+        web.send_signal(signal.SIGTERM)
+        assert web.wait(30) == 0
+        output = web.stdout.read().decode()
+        assert "GET /health/ready" in output  # access log on stdout, from the config file
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.wait()

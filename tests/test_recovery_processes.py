@@ -1,0 +1,276 @@
+"""Crash and restart recovery with real processes.
+
+Each test runs real `rqworker` / `rqscheduler` processes against a redis-server it owns (so it can
+stop and start it) and a threaded local HTTP server as the SMS provider that records the
+Idempotency-Key of every request. Processes are killed with SIGKILL (worker, work horse, scheduler)
+or stopped with SIGTERM. Each test ends by checking the invariant: every accepted message ends sent,
+failed or cancelled, and the provider received each message at most as many times as it has
+attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from messaging import queues
+from messaging.models import DeliveryAttempt, Message
+from tests.processes import ProviderLog, RedisServer, process_env, rqscheduler, rqworker, wait_for
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
+FINAL = {"sent", "failed", "cancelled"}
+
+
+@pytest.fixture
+def redis_server(settings):
+    server = RedisServer().start()
+    settings.REDIS_URL = server.url
+    settings.RQ_QUEUES = {name: {**config, "URL": server.url} for name, config in settings.RQ_QUEUES.items()}
+    queues.reset_connection()
+    yield server
+    queues.reset_connection()
+    server.close()
+
+
+@pytest.fixture
+def provider(settings):
+    """Threaded fake SMS API. `provider.first_call_seconds` makes each message's first call that slow."""
+    log = ProviderLog()
+    log.first_call_seconds = 0.0
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+
+    def handler(request):
+        key = request.headers.get("Idempotency-Key", "")
+        first = key not in log.by_key()
+        log.add(key)
+        if first and log.first_call_seconds:
+            time.sleep(log.first_call_seconds)
+        return Response(json.dumps({"id": f"p-{key[:8]}"}), status=200, content_type="application/json")
+
+    server.expect_request("/send-sms", method="POST").respond_with_handler(handler)
+    server.start()
+    settings.SMS_API_URL = server.url_for("").rstrip("/")
+    yield log
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def timing(settings):
+    """Short job timeout and sweep periods so recovery is observable within seconds."""
+    settings.RQ_JOB_TIMEOUT = 8
+    settings.PROVIDER_CONNECT_TIMEOUT = 1
+    settings.PROVIDER_READ_TIMEOUT = 5
+    settings.SWEEP_INTERVAL_SECONDS = 1
+    settings.SWEEP_GRACE_SECONDS = 1
+    settings.SWEEP_SENDING_GRACE_SECONDS = 2
+    return settings
+
+
+@pytest.fixture
+def processes(transactional_db, redis_server, provider, timing):
+    """Start worker/scheduler processes for a test; every one is killed (with its group) at the end."""
+    started = []
+    env = process_env(
+        redis_server.url,
+        SWEEP_INTERVAL_SECONDS=timing.SWEEP_INTERVAL_SECONDS,
+        SWEEP_GRACE_SECONDS=timing.SWEEP_GRACE_SECONDS,
+        SWEEP_SENDING_GRACE_SECONDS=timing.SWEEP_SENDING_GRACE_SECONDS,
+    )
+
+    class Processes:
+        def worker(self):
+            started.append(rqworker(env))
+            wait_for(lambda: "Listening on" in started[-1].output(), 30, what="the worker to start")
+            return started[-1]
+
+        def scheduler(self):
+            started.append(rqscheduler(env))
+            wait_for(lambda: "Registering birth" in started[-1].output(), 30, what="the scheduler to start")
+            return started[-1]
+
+    yield Processes()
+    for process in started:
+        process.stop()
+
+
+def statuses(ids) -> dict[str, str]:
+    return dict(Message.objects.filter(pk__in=ids).values_list("pk", "status"))
+
+
+def all_final(ids) -> bool:
+    return set(statuses(ids).values()) <= FINAL and len(statuses(ids)) == len(ids)
+
+
+def assert_invariant(ids: list[str], provider: ProviderLog) -> None:
+    """Every accepted message is final, and was received at most `attempts` times by the provider."""
+    received = provider.by_key()
+    for message in Message.objects.filter(pk__in=ids):
+        assert message.status in FINAL, (message.pk, message.status)
+        assert received.get(str(message.pk), 0) <= message.attempts, (message.pk, received, message.attempts)
+    assert Message.objects.filter(pk__in=ids).count() == len(ids)
+
+
+def post(api, n: int = 1, **fields) -> list[str]:
+    ids = []
+    for i in range(n):
+        response = api.post("/api/schedule-sms", {**GOOD, "contactId": f"c-{i}", **fields})
+        assert response.status_code == 202, response.content
+        ids.append(response.json()["id"])
+    return ids
+
+
+def in_flight(provider: ProviderLog, message_id: str) -> bool:
+    return provider.by_key().get(message_id, 0) >= 1
+
+
+def test_kill_9_of_the_work_horse_mid_call_is_retried_with_the_same_idempotency_key(api, processes, provider):
+    provider.first_call_seconds = 4
+    worker = processes.worker()
+    processes.scheduler()
+    [message_id] = post(api)
+    wait_for(lambda: in_flight(provider, message_id), 20, what="the provider call to start")
+    horses = wait_for(worker.children, 5, what="the work horse")
+    killed_at = time.monotonic()
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: Message.objects.get(pk=message_id).status != "sending", 15, what="leaving `sending`")
+    left_sending_after = time.monotonic() - killed_at
+    wait_for(lambda: all_final([message_id]), 20, what="the message to be final")
+    message = Message.objects.get(pk=message_id)
+    assert (message.status, message.attempts) == ("sent", 2)
+    assert provider.keys == [message_id, message_id]  # the resend carried the same Idempotency-Key
+    kinds = list(
+        DeliveryAttempt.objects.filter(message=message).values_list("number", "error_kind", "outcome")
+    )
+    assert kinds == [(1, "interrupted", "transient"), (2, "", "success")]
+    assert left_sending_after < 6, left_sending_after  # the worker reports the dead horse; the sweep acts
+    assert worker.process.poll() is None  # the worker itself carried on
+    assert_invariant([message_id], provider)
+
+
+def test_kill_9_of_worker_and_work_horse_leaves_sending_for_at_most_the_job_timeout(
+    api, processes, provider, timing
+):
+    provider.first_call_seconds = 4
+    worker = processes.worker()
+    processes.scheduler()
+    ids = post(api, 3)
+    wait_for(lambda: in_flight(provider, ids[0]), 20, what="the first provider call")
+    killed_at = time.monotonic()
+    assert worker.kill_with_children()  # SIGKILL to the worker and its work horse
+    sending = [pk for pk, status in statuses(ids).items() if status == "sending"]
+    assert len(sending) == 1
+    processes.worker()  # a platform would restart it
+    wait_for(lambda: all_final(ids), 40, what="every message to be final")
+    bound = timing.RQ_JOB_TIMEOUT + timing.SWEEP_SENDING_GRACE_SECONDS + 5
+    assert time.monotonic() - killed_at < bound + 10
+    message = Message.objects.get(pk=sending[0])
+    assert (message.status, message.attempts) == ("sent", 2)
+    interrupted = DeliveryAttempt.objects.get(message=message, number=1)
+    assert interrupted.error_kind == "interrupted"
+    # The interrupted attempt's duration is how long the message sat in `sending`: bounded by the job
+    # timeout plus the grace plus a sweep period or two.
+    assert interrupted.duration_ms / 1000 < bound
+    assert provider.by_key()[str(message.pk)] == 2
+    assert_invariant(ids, provider)
+
+
+def test_kill_9_of_the_worker_alone_lets_the_work_horse_finish_its_send(api, processes, provider):
+    provider.first_call_seconds = 2
+    worker = processes.worker()
+    [message_id] = post(api)
+    wait_for(lambda: in_flight(provider, message_id), 20, what="the provider call")
+    worker.signal(signal.SIGKILL)
+    wait_for(lambda: all_final([message_id]), 15, what="the orphaned work horse to finish")
+    message = Message.objects.get(pk=message_id)
+    assert (message.status, message.attempts) == ("sent", 1)
+    assert provider.keys == [message_id]
+    assert_invariant([message_id], provider)
+
+
+def test_sigterm_lets_the_current_job_finish_and_the_worker_exit_cleanly(api, processes, provider):
+    provider.first_call_seconds = 3
+    worker = processes.worker()
+    ids = post(api, 2)
+    wait_for(lambda: in_flight(provider, ids[0]), 20, what="the first provider call")
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(20) == 0
+    assert "Warm shut down requested" in worker.output() or "warm shut down" in worker.output().lower()
+    first = Message.objects.get(pk=ids[0])
+    assert (first.status, first.attempts) == ("sent", 1)
+    assert Message.objects.get(pk=ids[1]).status == "queued"  # not started; waits for the next worker
+    processes.worker()
+    wait_for(lambda: all_final(ids), 20, what="the second message")
+    assert provider.by_key() == {ids[0]: 1, ids[1]: 1}
+    assert_invariant(ids, provider)
+
+
+def test_with_two_schedulers_each_scheduled_message_is_delivered_once(api, processes, provider):
+    processes.worker()
+    first = processes.scheduler()
+    processes.scheduler()
+    ids = post(api, 12, delay=2_000) + post(api, 12, delay=4_000)
+    wait_for(lambda: Message.objects.filter(pk__in=ids, status="sent").count() >= 6, 30, what="half sent")
+    first.stop()  # SIGKILL one scheduler midway; the other carries on
+    wait_for(lambda: all_final(ids), 40, what="every scheduled message")
+    for message in Message.objects.filter(pk__in=ids):
+        assert (message.status, message.attempts) == ("sent", 1)
+        assert message.sent_at >= message.scheduled_for
+    assert provider.by_key() == {pk: 1 for pk in ids}
+    assert_invariant(ids, provider)
+
+
+def test_a_redis_restart_loses_no_message(api, client, processes, provider, redis_server):
+    worker = processes.worker()
+    scheduler = processes.scheduler()
+    before = post(api, 5, delay=3_000)  # in rq-scheduler's set when Redis goes down
+    redis_server.stop()
+    started = time.monotonic()
+    during = post(api, 5)
+    assert time.monotonic() - started < 3
+    assert set(statuses(during).values()) == {"accepted"}
+    assert client.get("/health/ready").status_code == 503
+    time.sleep(1)
+    redis_server.start()  # empty: no persistence
+    queues.reset_connection()
+    after = post(api, 5)
+    ids = before + during + after
+    try:
+        wait_for(lambda: all_final(ids), 60, what="every message after the restart")
+    except AssertionError:
+        print(statuses(ids), provider.by_key())
+        print("WORKER", worker.output()[-5000:])
+        print("SCHEDULER", scheduler.output()[-5000:])
+        raise
+    assert set(statuses(ids).values()) == {"sent"}
+    assert provider.by_key() == {pk: 1 for pk in ids}
+    assert worker.process.poll() is None and scheduler.process.poll() is None
+    assert client.get("/health/ready").status_code == 200
+    assert_invariant(ids, provider)
+
+
+def test_a_redis_restart_during_a_provider_call_does_not_stop_the_worker(api, processes, provider, redis_server):
+    provider.first_call_seconds = 3
+    worker = processes.worker()
+    processes.scheduler()
+    ids = post(api, 2)
+    wait_for(lambda: in_flight(provider, ids[0]), 20, what="the first provider call")
+    redis_server.stop()
+    time.sleep(4)  # the call finishes while Redis is down
+    redis_server.start()
+    queues.reset_connection()
+    ids += post(api, 2)
+    wait_for(lambda: all_final(ids), 60, what="every message after the restart")
+    assert worker.process.poll() is None, worker.output()[-3000:]
+    assert set(statuses(ids).values()) == {"sent"}
+    assert "Redis answers, working again" in worker.output()
+    assert_invariant(ids, provider)
