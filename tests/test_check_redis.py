@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.processes import ROOT, RedisServer, free_port, process_env
+from tests.process_control import ROOT, RedisServer, free_port, process_env
 
 # Resolving fails locally (a name over 253 characters), so no DNS query leaves the machine.
 UNRESOLVABLE = ".".join(["x" * 63] * 5)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from tests.processes import ROOT, free_port, process_env, wait_for
+from tests.process_control import ROOT, free_port, process_env, wait_for
 
 
 def test_the_procfile_has_release_web_worker_and_scheduler():

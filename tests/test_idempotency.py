@@ -14,7 +14,7 @@ from messaging.maintenance import idempotency_records_prune
 from messaging.models import IdempotencyRecord, Message
 from messaging.services import api_key_create
 from tests.conftest import ApiClient
-from tests.processes import wait_for
+from tests.process_control import wait_for
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
 

@@ -21,7 +21,7 @@ from werkzeug import Response
 
 from messaging import queues
 from messaging.models import DeliveryAttempt, Message
-from tests.processes import ProviderLog, RedisServer, process_env, rqscheduler, rqworker, wait_for
+from tests.process_control import ProviderLog, RedisServer, process_env, rqscheduler, rqworker, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
