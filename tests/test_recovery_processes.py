@@ -84,6 +84,10 @@ def processes(transactional_db, redis_server, provider, timing):
         SWEEP_INTERVAL_SECONDS=timing.SWEEP_INTERVAL_SECONDS,
         SWEEP_GRACE_SECONDS=timing.SWEEP_GRACE_SECONDS,
         SWEEP_SENDING_GRACE_SECONDS=timing.SWEEP_SENDING_GRACE_SECONDS,
+        # An AI job (generation then callback) must fit in the short job timeout too.
+        AI_READ_TIMEOUT=2,
+        CALLBACK_CONNECT_TIMEOUT=1,
+        CALLBACK_READ_TIMEOUT=2,
     )
 
     class Processes:

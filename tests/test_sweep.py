@@ -72,6 +72,7 @@ def test_with_redis_down_the_api_answers_202_accepted_quickly_and_the_sweep_deli
     assert messages_sweep(now=timezone.now() + timedelta(minutes=1)) == {"enqueued_accepted": 5}
     assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
     run_jobs()
+    assert queues.get_queue("sms").fetch_job(batch_id).return_value() == "skipped=5"
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     assert sorted(receipts(provider).values()) == [1] * 5
 
@@ -225,3 +226,51 @@ def test_sweep_messages_command_prints_counts_and_fails_without_redis(api, redis
     redis_down()
     call_command("sweep_messages")
     assert '"enqueued_accepted": 1' in capsys.readouterr().out
+
+
+def _bulk(n: int) -> dict:
+    return {
+        "messages": [{**GOOD, "phoneNumber": f"+1415555{i:04d}", "contactId": f"c-{i}"} for i in range(n)]
+    }
+
+
+def test_bulk_messages_whose_batch_job_vanished_are_each_sent_once(api, provider, redis_clean):
+    response = api.post("/api/schedule-sms/bulk", _bulk(30))
+    assert response.status_code == 202
+    redis_clean.flushdb()  # the batch jobs are lost
+    Message.objects.update(queued_at=past(60))
+    assert messages_sweep() == {"requeued_job_missing": 30}
+    run_jobs()
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+    assert sorted(receipts(provider).values()) == [1] * 30
+
+
+def test_a_batch_job_skips_messages_the_sweep_gave_a_job_of_their_own(api, provider, redis_clean):
+    api.post("/api/schedule-sms/bulk", _bulk(5))
+    [batch_id] = queues.get_queue("sms").job_ids
+    redis_clean.hset(f"rq:job:{batch_id}", "status", "failed")  # as if its horse had died
+    Message.objects.update(queued_at=past(60))
+    assert messages_sweep() == {"requeued_job_missing": 5}
+    queues.get_queue("sms").enqueue(
+        queues.DELIVER_BATCH_JOB,
+        [str(pk) for pk in Message.objects.values_list("pk", flat=True)],
+        job_id=batch_id,
+        at_front=True,
+    )
+    run_jobs()
+    assert queues.get_queue("sms").fetch_job(batch_id).return_value() == "skipped=5"
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+    assert sorted(receipts(provider).values()) == [1] * 5
+
+
+def test_bulk_posted_while_redis_is_down_is_accepted_and_swept_later(api, provider, redis_down):
+    response = api.post("/api/schedule-sms/bulk", _bulk(10), headers={"Idempotency-Key": "bulk-1"})
+    assert response.status_code == 202
+    assert {item["status"] for item in response.json()["results"]} == {"accepted"}
+    again = api.post("/api/schedule-sms/bulk", _bulk(10), headers={"Idempotency-Key": "bulk-1"})
+    assert again.json() == response.json()
+    assert Message.objects.count() == 10
+    redis_down()
+    assert messages_sweep(now=timezone.now() + timedelta(minutes=1)) == {"enqueued_accepted": 10}
+    run_jobs()
+    assert sorted(receipts(provider).values()) == [1] * 10
