@@ -72,7 +72,6 @@ def test_with_redis_down_the_api_answers_202_accepted_quickly_and_the_sweep_deli
     assert messages_sweep(now=timezone.now() + timedelta(minutes=1)) == {"enqueued_accepted": 5}
     assert set(Message.objects.values_list("status", flat=True)) == {"queued"}
     run_jobs()
-    assert queues.get_queue("sms").fetch_job(batch_id).return_value() == "skipped=5"
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     assert sorted(receipts(provider).values()) == [1] * 5
 
