@@ -85,6 +85,7 @@ FIELDS = (
     "status",
     "rq_job_id",
     "next_attempt_at",
+    "queued_at",
     "attempts",
     "max_attempts",
     "sending_started_at",
@@ -116,6 +117,7 @@ def _sweep_waiting(now: datetime, counts: Counter) -> None:
         .order_by("next_attempt_at", "queued_at")
     )
     connection = queues.get_connection()
+    on_queues: dict[str, set[str]] = {}
     for rows in _chunks(candidates, FIELDS):
         try:
             states = queues.job_states([row["rq_job_id"] for row in rows if row["rq_job_id"]])
@@ -125,10 +127,13 @@ def _sweep_waiting(now: datetime, counts: Counter) -> None:
                 in_scheduler = pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
+        orphans = _orphaned_queued_jobs(rows, states, overdue, on_queues)
         for row, score in zip(rows, in_scheduler, strict=True):
             state = states.get(row["rq_job_id"]) if row["rq_job_id"] else None
             if state is None or state in ENDED_JOB_STATUSES:
                 reason = "job_missing"
+            elif row["rq_job_id"] in orphans:
+                reason = "job_orphaned"  # taken off its queue by a worker that died before starting it
             elif state == "scheduled" and score is None:
                 reason = "job_missing"  # the job hash survived but rq-scheduler no longer knows it
             elif state == "scheduled" and row["next_attempt_at"] and row["next_attempt_at"] < overdue:
@@ -138,6 +143,34 @@ def _sweep_waiting(now: datetime, counts: Counter) -> None:
             when = None if reason == "overdue" else row["next_attempt_at"]
             if _requeue(row, now=now, from_statuses=CLAIMABLE, when=when):
                 counts[f"requeued_{reason}"] += 1
+
+
+def _orphaned_queued_jobs(
+    rows: list[dict], states: dict[str, str | None], overdue: datetime, on_queues: dict[str, set[str]]
+) -> set[str]:
+    """Job ids RQ still calls `queued` that are no longer on their queue.
+
+    A worker killed between taking a job off the queue and starting it leaves the job like that
+    (RQ parks it in an intermediate list that only a later maintenance pass recovers). Only jobs of
+    messages waiting since before `overdue` are checked, and each queue is read once per sweep
+    (`on_queues` caches {channel: job ids on its queue}), so a healthy backlog costs one LRANGE.
+    """
+    suspects = [
+        row
+        for row in rows
+        if row["rq_job_id"]
+        and states.get(row["rq_job_id"]) == "queued"
+        and (row["queued_at"] is None or row["queued_at"] < overdue)
+    ]
+    if not suspects:
+        return set()
+    connection = queues.get_connection()
+    try:
+        for channel in {row["channel"] for row in suspects} - on_queues.keys():
+            on_queues[channel] = {raw.decode() for raw in connection.lrange(f"rq:queue:{channel}", 0, -1)}
+    except redis.exceptions.RedisError as exc:
+        raise RedisUnavailable(str(exc)) from exc
+    return {row["rq_job_id"] for row in suspects if row["rq_job_id"] not in on_queues[row["channel"]]}
 
 
 def _sweep_sending(now: datetime, counts: Counter) -> None:
@@ -221,7 +254,8 @@ def messages_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Run the outbox sweep once; return counts of what it did.
 
     1. `accepted` messages older than SWEEP_GRACE_SECONDS are enqueued (now, or at their time).
-    2. `queued`/`scheduled` messages due now or within the hour whose RQ job is missing or ended are
+    2. `queued`/`scheduled` messages due now or within the hour whose RQ job is missing or ended, or
+       (for messages waiting over SWEEP_OVERDUE_SECONDS) `queued` but no longer on its queue, are
        enqueued again; a job still in rq-scheduler SWEEP_OVERDUE_SECONDS after its time is queued
        directly (no scheduler running).
     3. `sending` messages whose job ended, or that started more than RQ_JOB_TIMEOUT +

@@ -273,3 +273,25 @@ def test_bulk_posted_while_redis_is_down_is_accepted_and_swept_later(api, provid
     assert messages_sweep(now=timezone.now() + timedelta(minutes=1)) == {"enqueued_accepted": 10}
     run_jobs()
     assert sorted(receipts(provider).values()) == [1] * 10
+
+
+def test_a_job_taken_off_its_queue_by_a_worker_killed_before_starting_it_is_requeued(
+    api, provider, redis_clean
+):
+    message_id = api.post("/api/schedule-sms", GOOD).json()["id"]
+    # What RQ's dequeue does (LMOVE to the intermediate list) before a worker dies without starting it.
+    redis_clean.lmove("rq:queue:sms", "rq:queue:sms:intermediate", "RIGHT", "LEFT")
+    assert messages_sweep() == {}  # a message queued moments ago may simply be starting
+    Message.objects.update(queued_at=past(60))
+    assert messages_sweep() == {"requeued_job_orphaned": 1}
+    run_jobs()
+    assert message_status(message_id) == "sent"
+    assert receipts(provider) == {message_id: 1}
+
+
+def test_a_long_backlog_on_its_queue_is_left_alone(api, redis_clean):
+    for i in range(3):
+        api.post("/api/schedule-sms", {**GOOD, "contactId": f"c-{i}"})
+    Message.objects.update(queued_at=past(600))
+    assert messages_sweep() == {}
+    assert queues.get_queue("sms").count == 3
