@@ -3,7 +3,7 @@
 Starts everything it needs on 127.0.0.1 in a temporary directory: its own redis-server (no
 persistence, so a restart empties it), gunicorn (config/gunicorn.py), two `rqworker sms email ai`,
 one `rqscheduler` (after `register_periodic_jobs`), and a fake SMS provider that records the
-Idempotency-Key of every request, answers after 20-150 ms, rejects +15005550400 with a 400 and
+Idempotency-Key of every request, answers after 50-300 ms, rejects +15005550400 with a 400 and
 answers 3% of calls with a 503. A client sends the messages over HTTP from 4 threads, each with an
 Idempotency-Key, and retries a failed request with the same key; about 3% are scheduled a minute
 ahead and then cancelled.
@@ -63,7 +63,7 @@ class Provider:
                 key = self.headers.get("Idempotency-Key", "")
                 with provider.lock:
                     provider.receipts[key] += 1
-                time.sleep(random.uniform(0.02, 0.15))
+                time.sleep(random.uniform(0.05, 0.3))
                 to = json.loads(body or b"{}").get("to")
                 if to == "+15005550400":
                     status, answer = 400, {"error": "invalid recipient"}
@@ -174,12 +174,22 @@ class Stack:
         )
         wait(lambda: _http_ok(f"http://127.0.0.1:{self.web_port}/health"), 30, "gunicorn")
 
-    def kill_busy_worker(self) -> str:
-        """SIGKILL a live worker, preferring one whose work horse is running, and its horse."""
-        live = [w for w in self.workers if w.poll() is None]
-        busy = [w for w in live if children(w.pid)]
-        victim = (busy or live)[0]
-        horses = children(victim.pid)
+    def kill_busy_worker(self, within: float = 10.0) -> str:
+        """SIGKILL a worker whose work horse is running (mid provider call), and the horse.
+
+        Looks for one for up to `within` seconds; if none is ever busy, kills an idle one.
+        """
+        deadline = time.monotonic() + within
+        victim, horses = None, []
+        while victim is None:
+            live = [w for w in self.workers if w.poll() is None]
+            for worker in live:
+                horses = children(worker.pid)
+                if horses or time.monotonic() > deadline:
+                    victim = worker
+                    break
+            else:
+                time.sleep(0.002)
         for pid in [victim.pid, *horses]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -364,11 +374,6 @@ def main() -> int:
                     time.sleep(0.005)
                 futures.append(pool.submit(send, i))
                 if i in kill_at:
-                    wait(
-                        lambda: any(children(w.pid) for w in stack.workers if w.poll() is None),
-                        10,
-                        "a busy worker",
-                    )
                     note(f"SIGKILL {stack.kill_busy_worker()} at message {i}; starting a new worker")
                     stack.start_worker()
                 if i == redis_at:
