@@ -606,9 +606,8 @@ def message_deliver(*, message_id: str, job_id: str | None = None) -> str:
     claimable = Message.objects.filter(pk=message.pk, status__in=CLAIMABLE)
     if job_id and message.rq_job_id:
         claimable = claimable.filter(rq_job_id=job_id)
-    claimed = (
-        claimable.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now)
+    claimed = claimable.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).update(
+        status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now
     )
     if claimed != 1:
         return "skipped: claimed elsewhere or not due"

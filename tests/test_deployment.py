@@ -71,3 +71,55 @@ def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis
         if web.poll() is None:
             web.kill()
             web.wait()
+
+
+@pytest.mark.processes
+def test_with_the_database_down_the_api_answers_503_quickly(redis_clean, settings):
+    port = free_port()
+    env = process_env(settings.REDIS_URL, PORT=port, WEB_CONCURRENCY=1, ALLOWED_HOSTS="127.0.0.1")
+    # A PostgreSQL URL on a port where nothing listens: every query fails with OperationalError.
+    env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "config/gunicorn.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "config.wsgi",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def health():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(health, 30, 0.2, "gunicorn to answer")
+        ready = requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("down")
+        assert ready.json()["checks"]["redis"] == "ok"
+        response = requests.post(
+            f"http://127.0.0.1:{port}/api/schedule-sms",
+            json={"phoneNumber": "+14155550123", "message": "Hi", "contactId": "c", "workspaceId": "1"},
+            headers={"Authorization": "Bearer mq_00000000_x", "Idempotency-Key": "k-1"},
+            timeout=10,
+        )
+        assert response.status_code == 503
+        assert response.json() == {
+            "success": False,
+            "message": "Database unavailable; nothing was stored. Try again.",
+        }
+        assert response.elapsed.total_seconds() < 5
+    finally:
+        web.kill()
+        web.wait()

@@ -262,7 +262,9 @@ def test_a_redis_restart_loses_no_message(api, client, processes, provider, redi
     assert_invariant(ids, provider)
 
 
-def test_a_redis_restart_during_a_provider_call_does_not_stop_the_worker(api, processes, provider, redis_server):
+def test_a_redis_restart_during_a_provider_call_does_not_stop_the_worker(
+    api, processes, provider, redis_server
+):
     provider.first_call_seconds = 3
     worker = processes.worker()
     processes.scheduler()
