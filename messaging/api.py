@@ -316,7 +316,8 @@ def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> No
     """Count one AI request against its rate_limit_key and its workspace; raise ApiError 429 when over.
 
     Limits: AI_RATE_LIMIT_PER_KEY and AI_RATE_LIMIT_PER_WORKSPACE (or the workspace's own
-    `ai_per_minute`). The 429 carries `Retry-After` in whole seconds (rounded up).
+    `ai_per_minute`). The 429 carries `Retry-After` in whole seconds (rounded up). While Redis is
+    unreachable the limits are not checked (logged), so the request is still accepted.
     """
     workspace = services.workspace_lookup(workspace_external_id)
     workspace_key = workspace.external_id if workspace else workspace_external_id
@@ -330,7 +331,13 @@ def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> No
     for spec, identifiers, what in checks:
         if not spec:
             continue
-        outcome = ratelimit.hit(spec, *identifiers)
+        try:
+            outcome = ratelimit.hit(spec, *identifiers)
+        except redis.exceptions.RedisError as exc:
+            # The limits live in Redis. While it is down the request is still accepted (stored and
+            # left for the sweep): refusing it would turn a queue outage into lost requests.
+            logger.warning("AI rate limit %s not checked, Redis unavailable: %s", what, exc)
+            return
         if not outcome.allowed:
             retry_after = max(1, math.ceil(outcome.retry_after))
             raise ApiError(

@@ -295,3 +295,29 @@ def test_a_long_backlog_on_its_queue_is_left_alone(api, redis_clean):
     Message.objects.update(queued_at=past(600))
     assert messages_sweep() == {}
     assert queues.get_queue("sms").count == 3
+
+
+def test_email_and_ai_requests_are_also_accepted_while_redis_is_down(api, redis_down):
+    email = {
+        "to": "a@example.com",
+        "subject": "Hi",
+        "html": "<p>Hi</p>",
+        "contactId": "c-1",
+        "workspaceId": "66338",
+    }
+    ai = {
+        "workspace_id": "66338",
+        "contact_id": "c-1",
+        "message_id": "m-1",
+        "message_text": "Opening hours?",
+        "callback_url": "https://app.example.com/api/ai-response/callback",
+        "rate_limit_key": "66338:c-1",
+    }
+    for path, body in (("/api/schedule-email", email), ("/api/ai-response", ai)):
+        response = api.post(path, body)
+        assert response.status_code == 202, (path, response.content)
+        assert response.json()["status"] == "accepted"
+    assert sorted(Message.objects.values_list("channel", "status")) == [
+        ("ai", "accepted"),
+        ("email", "accepted"),
+    ]
