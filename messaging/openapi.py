@@ -590,6 +590,41 @@ REQUEST_EXAMPLES: dict[str, Any] = {
 }
 
 
+# --- Idempotency-Key (every POST operation) --------------------------------------------------------
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: a repeat with the same key (scoped to the API key) returns the first answer "
+        "and creates nothing; the same key with another body is a 422, while the first is in progress a "
+        f"409. Kept at least {settings.IDEMPOTENCY_KEY_TTL_HOURS} h. A UUID works well."
+    ),
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7E]([\\x20-\\x7E]{0,253}[\\x21-\\x7E])?$"},
+}
+IDEMPOTENCY_RESPONSES = {
+    "EIdempotencyInProgress": _error(
+        "A request with this Idempotency-Key is still being handled.",
+        {"Retry-After": {"required": True, "description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    ),
+    "EIdempotencyMismatch": _error("This Idempotency-Key was already used with another body or endpoint."),
+}
+
+
+def _with_idempotency_keys(paths: dict[str, Any]) -> dict[str, Any]:
+    """Add the Idempotency-Key header and its 400/409/422 answers to every POST operation in `paths`."""
+    for operations in paths.values():
+        spec = operations.get("post")
+        if spec is None:
+            continue
+        spec.setdefault("parameters", []).append(copy.deepcopy(IDEMPOTENCY_KEY))
+        spec["responses"].setdefault("400", {"$ref": "#/components/responses/E400"})  # a malformed key
+        spec["responses"].setdefault("409", {"$ref": "#/components/responses/EIdempotencyInProgress"})
+        spec["responses"].setdefault("422", {"$ref": "#/components/responses/EIdempotencyMismatch"})
+    return paths
+
+
 def document() -> dict[str, Any]:
     """Return the whole OpenAPI 3.0.3 document as a dict (built per call: limits come from settings)."""
     return {
@@ -604,11 +639,14 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "paths": copy.deepcopy(PATHS),
+        "paths": _with_idempotency_keys(copy.deepcopy(PATHS)),
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": copy.deepcopy(SCHEMAS),
-            "responses": {f"E{code}": copy.deepcopy(response) for code, response in ERRORS.items()},
+            "responses": {
+                **{f"E{code}": copy.deepcopy(response) for code, response in ERRORS.items()},
+                **copy.deepcopy(IDEMPOTENCY_RESPONSES),
+            },
             "requestBodies": {
                 name: json_body(build(), REQUEST_EXAMPLES.get(name)) for name, build in REQUEST_BODIES.items()
             },
