@@ -69,7 +69,8 @@ def _check_rate_limit(api_key: ApiKey) -> None:
     storing messages while Redis is down, and the sweep enqueues them later.
     """
     try:
-        result = ratelimit.hit(settings.API_RATE_LIMIT_PER_KEY, "api-key", str(api_key.pk))
+        with queues.unless_recently_unreachable():
+            result = ratelimit.hit(settings.API_RATE_LIMIT_PER_KEY, "api-key", str(api_key.pk))
     except redis.exceptions.RedisError as exc:
         logger.warning("rate limit not checked, Redis unavailable: %s", exc)
         return
@@ -332,7 +333,8 @@ def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> No
         if not spec:
             continue
         try:
-            outcome = ratelimit.hit(spec, *identifiers)
+            with queues.unless_recently_unreachable():
+                outcome = ratelimit.hit(spec, *identifiers)
         except redis.exceptions.RedisError as exc:
             # The limits live in Redis. While it is down the request is still accepted (stored and
             # left for the sweep): refusing it would turn a queue outage into lost requests.

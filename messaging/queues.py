@@ -124,14 +124,18 @@ def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime
     then stays in the database and the sweep enqueues it later. After a connection failure, calls in
     the next REDIS_RETRY_AFTER_SECONDS fail at once instead of waiting for the timeout again.
     """
-    with _unless_recently_unreachable():
+    with unless_recently_unreachable():
         _enqueue(message_id, channel, job_id=job_id, at=at)
     return job_id
 
 
 @contextlib.contextmanager
-def _unless_recently_unreachable():
-    """Fail at once while Redis failed within REDIS_RETRY_AFTER_SECONDS; note a new failure."""
+def unless_recently_unreachable():
+    """Wrap a Redis call on a request's path: fail at once (redis ConnectionError) while Redis failed
+    within the last REDIS_RETRY_AFTER_SECONDS, and note a new connection failure or timeout.
+
+    A hung Redis then costs one request a timeout, not every request in an outage.
+    """
     global _unavailable_until
     if time.monotonic() < _unavailable_until:
         raise redis.exceptions.ConnectionError("Redis was unreachable moments ago; not retrying yet")
@@ -189,7 +193,7 @@ def enqueue_batches(channel: str, batches: list[tuple[str, list[str], datetime |
     to rq-scheduler at their due second. Raises redis.exceptions.RedisError when Redis is unreachable
     (at once, within REDIS_RETRY_AFTER_SECONDS of a previous failure).
     """
-    with _unless_recently_unreachable():
+    with unless_recently_unreachable():
         _enqueue_batches(channel, batches)
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.test import RequestFactory
 from django.utils import timezone
 
 from messaging import queues
+from messaging.idempotency import request_fingerprint
 from messaging.maintenance import idempotency_records_prune
-from messaging.models import IdempotencyRecord, Message
+from messaging.models import ApiKey, IdempotencyRecord, Message
 from messaging.services import api_key_create
 from tests.conftest import ApiClient
-from tests.process_control import wait_for
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
 
@@ -108,35 +111,65 @@ def silent_redis(settings):
     """A TCP port that accepts connections and never answers: every Redis call waits for its timeout."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener.listen(64)
     settings.REDIS_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    settings.REDIS_SOCKET_TIMEOUT = 1.5
+    settings.REDIS_SOCKET_TIMEOUT = 1.0
     queues.reset_connection()
     yield
     listener.close()
     queues.reset_connection()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_repeat_while_the_first_request_is_handled_is_a_409(api, silent_redis):
-    answers = {}
-    first = threading.Thread(
-        target=lambda: answers.setdefault(
-            "first", api.post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "slow"})
-        )
+def test_a_repeat_while_the_first_request_is_still_handled_is_a_409(api):
+    # The first request's process has claimed the key and not answered yet: exactly what it leaves in
+    # the database while its view runs (an in-progress record with the request's fingerprint).
+    request = RequestFactory().post(
+        "/api/schedule-sms", data=json.dumps(GOOD), content_type="application/json"
     )
-    first.start()  # waits ~1.5 s on the silent Redis while enqueueing
-    wait_for(lambda: Message.objects.exists(), 5, 0.02, "the first request to store its message")
-    during = ApiClient(api.key).post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "slow"})
-    first.join(10)
-    assert during.status_code == 409
-    assert during["Retry-After"] == "1"
-    assert answers["first"].status_code == 202
-    assert answers["first"].json()["status"] == "accepted"
-    after = api.post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "slow"})
-    assert after.status_code == 202
-    assert after.json() == answers["first"].json()
+    IdempotencyRecord.objects.create(
+        api_key=ApiKey.objects.get(), key="busy", request_hash=request_fingerprint(request)
+    )
+    response = api.post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "busy"})
+    assert response.status_code == 409
+    assert response["Retry-After"] == "1"
+    assert "being handled" in response.json()["message"]
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_with_one_key_create_one_message(api):
+    barrier = threading.Barrier(6)
+    answers = []
+
+    def post():
+        client = ApiClient(api.key)
+        barrier.wait()
+        answers.append(client.post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "race"}))
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
     assert Message.objects.count() == 1
+    assert {r.status_code for r in answers} <= {202, 409}
+    assert {r.json()["id"] for r in answers if r.status_code == 202} == {str(Message.objects.get().pk)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_hung_redis_only_the_first_request_waits_for_the_timeout(api, silent_redis):
+    timings = []
+    for i in range(5):
+        started = time.monotonic()
+        response = api.post(
+            "/api/schedule-sms", {**GOOD, "contactId": f"c-{i}"}, headers={"Idempotency-Key": f"h-{i}"}
+        )
+        timings.append(time.monotonic() - started)
+        assert response.status_code == 202
+        assert response.json()["status"] == "accepted"
+    assert timings[0] < 2.5  # one socket timeout (1 s), then Redis is skipped
+    assert sum(timings[1:]) < 1.0, timings
+    assert set(Message.objects.values_list("status", flat=True)) == {"accepted"}
 
 
 def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_after_the_lock_time(api, settings):

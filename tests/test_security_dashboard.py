@@ -24,9 +24,10 @@ from tests import processes
 BASE_DIR = Path(settings.BASE_DIR)
 
 # URLs anyone may reach: the JSON API (its own key check), health checks, the sandbox's provider
-# endpoints (called by workers), static files, and the admin's own login and logout.
+# endpoints (called by workers), static files, the admin's own login and logout, and /metrics (its own
+# bearer token, METRICS_TOKEN; tests/test_metrics.py).
 PUBLIC_PREFIXES = ("/api/", "/health", "/static/")
-PUBLIC_PATHS = {"/admin/login/", "/admin/logout/"}
+PUBLIC_PATHS = {"/admin/login/", "/admin/logout/", "/metrics"}
 SAMPLE = {"int": "1", "uuid": str(uuid.uuid4()), "slug": "x", "str": "x", "path": "x/y"}
 
 
