@@ -308,6 +308,8 @@ def main() -> int:
         "SWEEP_INTERVAL_SECONDS": "2",
         "SWEEP_GRACE_SECONDS": "2",
         "SWEEP_SENDING_GRACE_SECONDS": "3",
+        # The chaos is about crashes, not the per-key ingress limit (100/s by default).
+        "API_RATE_LIMIT_PER_KEY": "10000/second",
     }
     provider = Provider(provider_port)
     stack = Stack(workdir, env, redis_port, web_port)

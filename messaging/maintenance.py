@@ -128,12 +128,15 @@ def _sweep_waiting(now: datetime, counts: Counter) -> None:
         except redis.exceptions.RedisError as exc:
             raise RedisUnavailable(str(exc)) from exc
         orphans = _orphaned_queued_jobs(rows, states, overdue, on_queues)
+        stalled = _stalled_started_jobs(rows, states, now)
         for row, score in zip(rows, in_scheduler, strict=True):
             state = states.get(row["rq_job_id"]) if row["rq_job_id"] else None
             if state is None or state in ENDED_JOB_STATUSES:
                 reason = "job_missing"
             elif row["rq_job_id"] in orphans:
                 reason = "job_orphaned"  # taken off its queue by a worker that died before starting it
+            elif row["rq_job_id"] in stalled:
+                reason = "job_stalled"  # started, then its worker and work horse died before the claim
             elif state == "scheduled" and score is None:
                 reason = "job_missing"  # the job hash survived but rq-scheduler no longer knows it
             elif state == "scheduled" and row["next_attempt_at"] and row["next_attempt_at"] < overdue:
@@ -171,6 +174,34 @@ def _orphaned_queued_jobs(
     except redis.exceptions.RedisError as exc:
         raise RedisUnavailable(str(exc)) from exc
     return {row["rq_job_id"] for row in suspects if row["rq_job_id"] not in on_queues[row["channel"]]}
+
+
+def _stalled_started_jobs(rows: list[dict], states: dict[str, str | None], now: datetime) -> set[str]:
+    """Job ids RQ calls `started` that cannot still be running, though their message is still waiting.
+
+    A delivery job claims its message within moments of starting (or defers it, which gives the
+    message a new job id), so a job started longer ago than its timeout plus
+    SWEEP_SENDING_GRACE_SECONDS whose message still points at it died with its worker. RQ itself
+    would only notice at its next maintenance pass (every 10 minutes).
+    """
+    started = [
+        row["rq_job_id"] for row in rows if row["rq_job_id"] and states.get(row["rq_job_id"]) == "started"
+    ]
+    if not started:
+        return set()
+    try:
+        started_at = queues.jobs_started_at(started)
+    except redis.exceptions.RedisError as exc:
+        raise RedisUnavailable(str(exc)) from exc
+    grace = timedelta(seconds=settings.SWEEP_SENDING_GRACE_SECONDS)
+    single = now - timedelta(seconds=settings.RQ_JOB_TIMEOUT) - grace
+    batch = now - timedelta(seconds=queues.batch_job_timeout(settings.BULK_BATCH_SIZE)) - grace
+    stalled = set()
+    for job_id, when in started_at.items():
+        limit = batch if job_id.startswith(queues.BATCH_JOB_PREFIX) else single
+        if when is None or when < limit:
+            stalled.add(job_id)
+    return stalled
 
 
 def _sweep_sending(now: datetime, counts: Counter) -> None:
@@ -254,9 +285,9 @@ def messages_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Run the outbox sweep once; return counts of what it did.
 
     1. `accepted` messages older than SWEEP_GRACE_SECONDS are enqueued (now, or at their time).
-    2. `queued`/`scheduled` messages due now or within the hour whose RQ job is missing or ended, or
-       (for messages waiting over SWEEP_OVERDUE_SECONDS) `queued` but no longer on its queue, are
-       enqueued again; a job still in rq-scheduler SWEEP_OVERDUE_SECONDS after its time is queued
+    2. `queued`/`scheduled` messages due now or within the hour whose RQ job is missing or ended,
+       (for messages waiting over SWEEP_OVERDUE_SECONDS) `queued` but no longer on its queue, or
+       `started` longer ago than its timeout plus SWEEP_SENDING_GRACE_SECONDS, are enqueued again; a job still in rq-scheduler SWEEP_OVERDUE_SECONDS after its time is queued
        directly (no scheduler running).
     3. `sending` messages whose job ended, or that started more than RQ_JOB_TIMEOUT +
        SWEEP_SENDING_GRACE_SECONDS ago, are retried (attempts left) or failed with the reason.

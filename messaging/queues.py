@@ -17,6 +17,7 @@ import redis
 from django.conf import settings
 from rq import Queue
 from rq.job import Job
+from rq.utils import utcparse
 from rq_scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -258,3 +259,23 @@ def job_states(job_ids: list[str]) -> dict[str, str | None]:
             pipe.hget(f"rq:job:{job_id}", "status")
         values = pipe.execute()
     return {job_id: value.decode() if value else None for job_id, value in zip(job_ids, values, strict=True)}
+
+
+def jobs_started_at(job_ids: list[str]) -> dict[str, datetime | None]:
+    """Return {job id: when RQ started it (aware UTC datetime), or None when unknown}.
+
+    One pipelined round trip. Raises redis.exceptions.RedisError when Redis cannot be reached.
+    """
+    if not job_ids:
+        return {}
+    with get_connection().pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(f"rq:job:{job_id}", "started_at")
+        values = pipe.execute()
+    result: dict[str, datetime | None] = {}
+    for job_id, value in zip(job_ids, values, strict=True):
+        try:
+            result[job_id] = utcparse(value.decode()) if value else None
+        except ValueError:
+            result[job_id] = None
+    return result

@@ -321,3 +321,33 @@ def test_email_and_ai_requests_are_also_accepted_while_redis_is_down(api, redis_
         ("ai", "accepted"),
         ("email", "accepted"),
     ]
+
+
+def test_a_message_whose_job_started_but_whose_worker_died_before_the_claim_is_requeued(
+    api, provider, redis_clean, settings
+):
+    message_id = api.post("/api/schedule-sms", GOOD).json()["id"]
+    job_id = Message.objects.get().rq_job_id
+    # What RQ records when a work horse starts a job; then worker and horse are SIGKILLed.
+    redis_clean.lrem("rq:queue:sms", 0, job_id)
+    redis_clean.hset(
+        f"rq:job:{job_id}", mapping={"status": "started", "started_at": "2020-01-01T00:00:00.000000Z"}
+    )
+    Message.objects.update(queued_at=past(60))
+    assert messages_sweep() == {"requeued_job_stalled": 1}
+    run_jobs()
+    assert message_status(message_id) == "sent"
+    assert receipts(provider) == {message_id: 1}
+
+
+def test_a_job_that_started_moments_ago_is_left_to_claim_its_message(api, redis_clean):
+    from rq.utils import utcformat
+
+    api.post("/api/schedule-sms", GOOD)
+    job_id = Message.objects.get().rq_job_id
+    redis_clean.lrem("rq:queue:sms", 0, job_id)
+    redis_clean.hset(
+        f"rq:job:{job_id}", mapping={"status": "started", "started_at": utcformat(timezone.now())}
+    )
+    Message.objects.update(queued_at=past(600))
+    assert messages_sweep() == {}
