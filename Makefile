@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install browser run test lint format bench bench-dashboard clean check-deploy leak-check security fuzz
+.PHONY: install browser run test lint format bench bench-dashboard chaos clean check-deploy leak-check security fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ bench: install
 # Dashboard page timings at 1,000,000 messages (SQLite by default; BENCH_DATABASE_URL for PostgreSQL).
 bench-dashboard: install
 	$(PY) bench/dashboard.py
+
+# 1,000 messages while workers are SIGKILLed and Redis restarts; prints lost (must be 0). Not run by CI.
+chaos: install
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache test-artifacts .run
