@@ -18,10 +18,12 @@ def _rq_view(view):
 
 
 # django-rq's queue views, for staff only: anonymous -> login, non-staff -> 403. Its stats page links
-# to "home_json", so that view is mounted too, behind the same check (no API-token access).
+# to "home_json" and (prometheus-client being installed) "metrics", so those views are mounted too,
+# behind the same check (no API-token access; Prometheus scrapes /metrics with METRICS_TOKEN).
 rq_urlpatterns = [
     *get_admin_urlpatterns(view_wrapper=_rq_view),
     path("stats.json", staff_required(stats_views.stats_json), name="home_json"),
+    path("metrics/", staff_required(stats_views.prometheus_metrics), name="metrics"),
 ]
 
 urlpatterns = [
