@@ -69,8 +69,12 @@ def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis
         assert "GET /health/ready" in output  # access log on stdout, from the config file
     finally:
         if web.poll() is None:
-            web.kill()
-            web.wait()
+            web.terminate()
+            try:
+                web.wait(20)
+            except subprocess.TimeoutExpired:
+                web.kill()
+                web.wait()
 
 
 @pytest.mark.processes
@@ -121,5 +125,10 @@ def test_with_the_database_down_the_api_answers_503_quickly(redis_clean, setting
         }
         assert response.elapsed.total_seconds() < 5
     finally:
-        web.kill()
-        web.wait()
+        # SIGTERM, not SIGKILL: the master then stops its workers (a killed master leaves them running).
+        web.terminate()
+        try:
+            web.wait(20)
+        except subprocess.TimeoutExpired:
+            web.kill()
+            web.wait()
