@@ -81,7 +81,16 @@ class Command(BaseCommand):
             no_env_file = RUN_DIR / "empty.env"
             no_env_file.write_text("")
             subprocess.call(
-                [str(honcho), "start", "-e", str(no_env_file), "-f", str(procfile), "-d", str(settings.BASE_DIR)]
+                [
+                    str(honcho),
+                    "start",
+                    "-e",
+                    str(no_env_file),
+                    "-f",
+                    str(procfile),
+                    "-d",
+                    str(settings.BASE_DIR),
+                ]
             )
         except KeyboardInterrupt:
             pass
