@@ -85,6 +85,7 @@ class Env:
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
             # Benchmarks measure the machinery, not the configured provider rate limits.
+            "API_RATE_LIMIT_PER_KEY": "1000000/second",
             "DELIVERY_RATE_SMS": "100000/second",
             "DELIVERY_RATE_EMAIL": "100000/second",
             "DELIVERY_RATE_AI": "100000/second",

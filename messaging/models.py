@@ -273,16 +273,9 @@ class IdempotencyRecord(models.Model):
 LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2500, 5000, 10000)
 
 
-class MessageStat(models.Model):
-    """Exact counts for one hour, workspace and channel, kept by `messaging.rollup` (issue 4).
+class StatCounts(models.Model):
+    """Counts shared by the hourly and daily rollups (see MessageStat for their meaning)."""
 
-    `sent` / `failed`: messages whose `sent_at` / `failed_at` falls in the hour and that are still
-    sent / failed. `latency_0` .. `latency_11`: how many successful provider calls (DeliveryAttempt of
-    kind provider or generation) started in the hour took at most LATENCY_BUCKETS_MS[i] ms (the last
-    bucket: longer). Rows exist only for closed hours listed as clean in MessageStatHour.
-    """
-
-    hour = models.DateTimeField(help_text="Start of the hour, UTC.")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     channel = models.CharField(max_length=8, choices=Channel.choices)
     sent = models.PositiveIntegerField(default=0)
@@ -301,6 +294,21 @@ class MessageStat(models.Model):
     latency_11 = models.PositiveIntegerField(default=0)
 
     class Meta:
+        abstract = True
+
+
+class MessageStat(StatCounts):
+    """Exact counts for one hour, workspace and channel, kept by `messaging.rollup` (issue 4).
+
+    `sent` / `failed`: messages whose `sent_at` / `failed_at` falls in the hour and that are still
+    sent / failed. `latency_0` .. `latency_11`: how many successful provider calls (DeliveryAttempt of
+    kind provider or generation) started in the hour took at most LATENCY_BUCKETS_MS[i] ms (the last
+    bucket: longer). Rows exist only for closed hours listed as clean in MessageStatHour.
+    """
+
+    hour = models.DateTimeField(help_text="Start of the hour, UTC.")
+
+    class Meta:
         constraints = [
             models.UniqueConstraint(fields=["hour", "workspace", "channel"], name="stat_hour_ws_chan"),
         ]
@@ -313,7 +321,7 @@ class MessageStat(models.Model):
 LATENCY_FIELDS = tuple(f"latency_{i}" for i in range(len(LATENCY_BUCKETS_MS) + 1))
 
 
-class MessageStatDay(models.Model):
+class MessageStatDay(StatCounts):
     """The sum of MessageStat over one whole UTC day (24 closed hours), per workspace and channel.
 
     Rewritten whenever an hour of the day is recomputed, so long windows add up a few rows per day
@@ -321,22 +329,6 @@ class MessageStatDay(models.Model):
     """
 
     day = models.DateTimeField(help_text="Start of the day, UTC.")
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    channel = models.CharField(max_length=8, choices=Channel.choices)
-    sent = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    latency_0 = models.PositiveIntegerField(default=0)
-    latency_1 = models.PositiveIntegerField(default=0)
-    latency_2 = models.PositiveIntegerField(default=0)
-    latency_3 = models.PositiveIntegerField(default=0)
-    latency_4 = models.PositiveIntegerField(default=0)
-    latency_5 = models.PositiveIntegerField(default=0)
-    latency_6 = models.PositiveIntegerField(default=0)
-    latency_7 = models.PositiveIntegerField(default=0)
-    latency_8 = models.PositiveIntegerField(default=0)
-    latency_9 = models.PositiveIntegerField(default=0)
-    latency_10 = models.PositiveIntegerField(default=0)
-    latency_11 = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [
