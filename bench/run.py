@@ -179,6 +179,21 @@ def wrk(url: str, seconds: int, key: str = "", script: str | None = None) -> tup
     return rate, int(bad.group(1)) if bad else 0
 
 
+@contextmanager
+def web_server(env: Env):
+    """Run `gunicorn config.wsgi -w 2` with `env` on a free port; yield its base URL."""
+    port = free_port()
+    web = env.start(
+        [str(BIN / "gunicorn"), "config.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.terminate()
+        web.wait()
+
+
 # --- Scenarios ------------------------------------------------------------------------------------
 
 
@@ -186,20 +201,10 @@ def bench_ingest(label: str, database_url: str, seconds: int) -> None:
     flush_redis()
     env = Env(database_url)
     key = prepare(env)
-    port = free_port()
-    web = env.start(
-        [str(BIN / "gunicorn"), "config.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health")
-        wrk(f"http://127.0.0.1:{port}/health", 1)  # warm up both workers
-        trivial, _ = wrk(f"http://127.0.0.1:{port}/health", seconds)
-        accepted, bad = wrk(
-            f"http://127.0.0.1:{port}/api/schedule-sms", seconds, key, str(ROOT / "bench" / "post_sms.lua")
-        )
-    finally:
-        web.terminate()
-        web.wait()
+    with web_server(env) as base:
+        wrk(f"{base}/health", 1)  # warm up both workers
+        trivial, _ = wrk(f"{base}/health", seconds)
+        accepted, bad = wrk(f"{base}/api/schedule-sms", seconds, key, str(ROOT / "bench" / "post_sms.lua"))
     stored = int(env.django("from messaging.models import Message; print(Message.objects.count())").strip())
     report(f"ingest {label}: trivial JSON view", f"{trivial:,.0f} req/s")
     report(
@@ -218,10 +223,6 @@ def bench_bulk_ingest(database_url: str, requests_count: int) -> None:
     flush_redis()
     env = Env(database_url)
     key = prepare(env)
-    port = free_port()
-    web = env.start(
-        [str(BIN / "gunicorn"), "config.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
-    )
     body = json.dumps(
         {
             "messages": [
@@ -237,22 +238,14 @@ def bench_bulk_ingest(database_url: str, requests_count: int) -> None:
         }
     )
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health")
-        requests.post(
-            f"http://127.0.0.1:{port}/api/schedule-sms/bulk", data=body, headers=headers, timeout=60
-        )
+    with web_server(env) as base:
+        requests.post(f"{base}/api/schedule-sms/bulk", data=body, headers=headers, timeout=60)  # warm up
         started = time.perf_counter()
         accepted = 0
         for _ in range(requests_count):
-            answer = requests.post(
-                f"http://127.0.0.1:{port}/api/schedule-sms/bulk", data=body, headers=headers, timeout=60
-            )
+            answer = requests.post(f"{base}/api/schedule-sms/bulk", data=body, headers=headers, timeout=60)
             accepted += answer.json()["accepted"]
         bulk_rate = accepted / (time.perf_counter() - started)
-    finally:
-        web.terminate()
-        web.wait()
     flush_redis()
     import redis
     from rq import Queue
