@@ -210,14 +210,19 @@ def _accepted(message: Message, noun: str) -> JsonResponse:
     )
 
 
+def _accept_one(request: HttpRequest, cleaner: Callable[..., dict[str, Any]], noun: str) -> JsonResponse:
+    """Validate one request body with `cleaner`, check the key's workspace scope, store and enqueue it."""
+    cleaned = cleaner(parse_json_body(request))
+    _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
+    message = services.message_create(api_key=request.api_key, **cleaned)
+    return _accepted(message, noun)
+
+
 @api_view(("POST",))
 @idempotent
 def schedule_sms(request: HttpRequest) -> JsonResponse:
     """POST /api/schedule-sms: accept one SMS (earlier service's body), answer 202 with its id."""
-    cleaned = clean_sms_request(parse_json_body(request))
-    _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
-    message = services.message_create(api_key=request.api_key, **cleaned)
-    return _accepted(message, "SMS")
+    return _accept_one(request, clean_sms_request, "SMS")
 
 
 def _item_result(message: Message) -> dict[str, Any]:
@@ -307,10 +312,7 @@ def schedule_sms_bulk(request: HttpRequest) -> JsonResponse:
 @idempotent
 def schedule_email(request: HttpRequest) -> JsonResponse:
     """POST /api/schedule-email: accept one email (earlier service's body), answer 202 with its id."""
-    cleaned = clean_email_request(parse_json_body(request))
-    _check_workspace_scope(request.api_key, cleaned["workspace_external_id"])
-    message = services.message_create(api_key=request.api_key, **cleaned)
-    return _accepted(message, "Email")
+    return _accept_one(request, clean_email_request, "Email")
 
 
 def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> None:

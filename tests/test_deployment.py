@@ -32,11 +32,9 @@ def test_every_setting_read_from_the_environment_is_documented_in_env_example():
 
 
 @pytest.mark.processes
-@pytest.mark.django_db(transaction=True)
-def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis_clean, settings):
-    port = free_port()
-    env = process_env(settings.REDIS_URL, PORT=port, WEB_CONCURRENCY=1, ALLOWED_HOSTS="127.0.0.1")
-    web = subprocess.Popen(
+def start_gunicorn(port: int, env: dict, output) -> subprocess.Popen:
+    """gunicorn with the project's config file on 127.0.0.1:`port`; output to `output` (stderr merged)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -49,9 +47,16 @@ def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis_clean, settings):
+    port = free_port()
+    env = process_env(settings.REDIS_URL, PORT=port, WEB_CONCURRENCY=1, ALLOWED_HOSTS="127.0.0.1")
+    web = start_gunicorn(port, env, subprocess.PIPE)
     try:
 
         def ready():
@@ -83,22 +88,7 @@ def test_with_the_database_down_the_api_answers_503_quickly(redis_clean, setting
     env = process_env(settings.REDIS_URL, PORT=port, WEB_CONCURRENCY=1, ALLOWED_HOSTS="127.0.0.1")
     # A PostgreSQL URL on a port where nothing listens: every query fails with OperationalError.
     env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "config/gunicorn.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "config.wsgi",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    web = start_gunicorn(port, env, subprocess.DEVNULL)
     try:
 
         def health():
