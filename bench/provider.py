@@ -1,23 +1,62 @@
-"""A minimal provider for benchmarks: answers every POST with 200 JSON after PROVIDER_DELAY_MS.
+"""A minimal provider for benchmarks: answers every request with 200 JSON after --delay-ms.
 
-Run with gunicorn's threaded worker so slow answers overlap:
-`gunicorn -k gthread --threads 128 bench.provider:app`.
+One asyncio process, HTTP/1.1 with keep-alive, thousands of connections at once: it stands in for an
+external provider, so it should cost this machine as little CPU as possible (a threaded WSGI server
+spent about as much CPU per call as the worker being measured).
+
+Usage: python bench/provider.py --port 8099 [--delay-ms 100]
 """
 
 from __future__ import annotations
 
-import os
-import time
+import argparse
+import asyncio
 
-DELAY = float(os.environ.get("PROVIDER_DELAY_MS", "0")) / 1000
+BODY = b'{"id":"bench","status":"queued"}'
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(BODY)).encode()
+    + b"\r\n\r\n"
+    + BODY
+)
 
 
-def app(environ, start_response):
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    if length:
-        environ["wsgi.input"].read(length)
-    if DELAY:
-        time.sleep(DELAY)
-    body = b'{"id":"bench","status":"queued"}'
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return [body]
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip() or 0)
+            if length:
+                await reader.readexactly(length)
+            if delay:
+                await asyncio.sleep(delay)
+            writer.write(RESPONSE)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(port: int, delay: float) -> None:
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, delay), "127.0.0.1", port, backlog=4096, limit=1 << 20
+    )
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    options = parser.parse_args()
+    asyncio.run(serve(options.port, options.delay_ms / 1000))
+
+
+if __name__ == "__main__":
+    main()

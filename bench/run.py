@@ -139,24 +139,10 @@ def prepare(env: Env) -> str:
 
 @contextmanager
 def provider(delay_ms: int = 0):
+    """Run bench/provider.py (asyncio, answers after `delay_ms`) on a free port; yield its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "-k",
-            "gthread",
-            "--threads",
-            "128",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "bench.provider:app",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PROVIDER_DELAY_MS": str(delay_ms)},
+        [PY, str(ROOT / "bench" / "provider.py"), "--port", str(port), "--delay-ms", str(delay_ms)], cwd=ROOT
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/")
@@ -181,10 +167,20 @@ def wrk(url: str, seconds: int, key: str = "", script: str | None = None) -> tup
 
 @contextmanager
 def web_server(env: Env):
-    """Run `gunicorn config.wsgi -w 2` with `env` on a free port; yield its base URL."""
+    """Run gunicorn with the service's own settings (config/gunicorn.py: workers, threads from
+    WEB_CONCURRENCY / WEB_THREADS) on a free loopback port; yield its base URL."""
     port = free_port()
     web = env.start(
-        [str(BIN / "gunicorn"), "config.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            str(ROOT / "config" / "gunicorn.py"),
+            "config.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ]
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
@@ -192,6 +188,15 @@ def web_server(env: Env):
     finally:
         web.terminate()
         web.wait()
+
+
+def gunicorn_settings() -> str:
+    """The web server settings the ingest figures were measured with, as config/gunicorn.py reads them."""
+    code = "import runpy; c = runpy.run_path('config/gunicorn.py'); print(c['workers'], c.get('threads', 1), c.get('worker_class', 'sync'))"
+    workers, threads, worker_class = subprocess.run(
+        [PY, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return f"gunicorn {worker_class} x{workers} workers x{threads} threads"
 
 
 # --- Scenarios ------------------------------------------------------------------------------------
@@ -270,13 +275,29 @@ def bench_bulk_ingest(database_url: str, requests_count: int) -> None:
     report("bulk ingest: ratio to enqueue_many", f"{bulk_rate / rq_rate:.2f}")
 
 
-def run_burst_worker(env: Env, queues: list[str], worker_class: str | None = None) -> float:
+def run_burst_worker(env: Env, queues: list[str], worker_class: str | None = None) -> None:
     args = [PY, "manage.py", "rqworker", *queues, "--burst"]
     if worker_class:
         args += ["--worker-class", worker_class]
-    started = time.perf_counter()
     subprocess.run(args, cwd=ROOT, env=env.vars, check=True, capture_output=True)
-    return time.perf_counter() - started
+
+
+def finished_jobs_span(env: Env, queue: str) -> tuple[int, float]:
+    """Return (finished jobs on `queue`, seconds from the first job's start to the last job's end).
+
+    Read from RQ's own job records, so a worker process's start-up and exit are not counted.
+    """
+    code = (
+        "import json\n"
+        "from messaging import queues\n"
+        "from rq.registry import FinishedJobRegistry\n"
+        f"q = queues.get_queue({queue!r})\n"
+        "ids = FinishedJobRegistry(queue=q).get_job_ids()\n"
+        "jobs = [j for j in q.job_class.fetch_many(ids, connection=q.connection) if j]\n"
+        "print(json.dumps([len(jobs), (max(j.ended_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()]))\n"
+    )
+    count, seconds = json.loads(env.django(code).strip().splitlines()[-1])
+    return count, seconds
 
 
 def bench_delivery(database_url: str, count: int, worker_class: str | None) -> None:
@@ -289,20 +310,23 @@ def bench_delivery(database_url: str, count: int, worker_class: str | None) -> N
             f"for n in range({count}):\n"
             "    message_create(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')\n"
         )
-        delivery_elapsed = run_burst_worker(env, ["sms"], worker_class)
+        run_burst_worker(env, ["sms"], worker_class)
+        _, delivery_elapsed = finished_jobs_span(env, "sms")
         sent = int(
             env.django(
                 "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
             )
         )
+        flush_redis()
         env.django(
             "import django_rq\n"
             "q = django_rq.get_queue('sms')\n"
             f"for n in range({count}): q.enqueue('bench.noop.noop', n)\n"
         )
-        noop_elapsed = run_burst_worker(env, ["sms"], worker_class)
-    delivery_rate, noop_rate = sent / delivery_elapsed, count / noop_elapsed
-    name = worker_class or "rq.Worker (fork per job)"
+        run_burst_worker(env, ["sms"], worker_class)
+        noop_done, noop_elapsed = finished_jobs_span(env, "sms")
+    delivery_rate, noop_rate = sent / delivery_elapsed, noop_done / noop_elapsed
+    name = worker_class or "messaging.worker.Worker, in-process"
     report(f"delivery, 1 worker ({name}): messages", f"{delivery_rate:,.1f} msg/s ({sent}/{count} sent)")
     report(f"delivery, 1 worker ({name}): no-op jobs", f"{noop_rate:,.1f} jobs/s")
     report(
@@ -502,7 +526,7 @@ def main() -> None:
         if want("delivery"):
             bench_delivery(sqlite_url(tmp, "delivery.sqlite3"), 300 if quick else 1000, None)
             bench_delivery(
-                sqlite_url(tmp, "delivery2.sqlite3"), 300 if quick else 1000, "rq.worker.SimpleWorker"
+                sqlite_url(tmp, "delivery2.sqlite3"), 300 if quick else 1000, "messaging.worker.ForkWorker"
             )
         if want("slow"):
             bench_slow_provider(pg or sqlite_url(tmp, "slow.sqlite3"), 1000 if quick else 4000, 4)

@@ -7,26 +7,29 @@ database (status `accepted`, or `queued` with its time) and the sweep enqueues i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
-import queue as queue_module
+import os
 import secrets
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from . import queues, ratelimit, rollup
+from .bulkinsert import insert_rows
 from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace, WorkspaceAlias
 from .providers.ai import ChatClient, Reply, simulated_reply
 from .providers.base import CallResult, ProviderError, excerpt
@@ -50,6 +53,7 @@ CLAIMABLE = (Status.QUEUED, Status.SCHEDULED)
 # Per-process caches for the API's hot path. A workspace edited in admin (time zone, region) and a
 # revoked API key take effect in every process within these many seconds.
 _workspaces = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
+_workspaces_by_pk = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
 _api_keys = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
 
 
@@ -69,6 +73,16 @@ def workspace_lookup(external_id: str) -> Workspace | None:
         workspace = alias.workspace if alias else None
     if workspace is not None:
         _workspaces.set(external_id, workspace)
+    return workspace
+
+
+def workspace_get(pk: int) -> Workspace:
+    """Return the workspace with primary key `pk`, cached for WORKSPACE_CACHE_SECONDS (the workers'
+    hot path: its external ID, per-second rates and AI prompt). Raises Workspace.DoesNotExist."""
+    workspace = _workspaces_by_pk.get(pk)
+    if workspace is None:
+        workspace = Workspace.objects.get(pk=pk)
+        _workspaces_by_pk.set(pk, workspace)
     return workspace
 
 
@@ -151,13 +165,16 @@ def _enqueue_after_commit(message: Message) -> None:
     transaction.on_commit(enqueue)
 
 
-def _mark_waiting(message: Message, when: datetime | None, now: datetime) -> None:
-    """Set the fields of a message that is about to be enqueued (not saved)."""
+def _mark_waiting(
+    message: Message, when: datetime | None, now: datetime, *, job_id: str | None = None
+) -> None:
+    """Set the fields of a message that is about to be enqueued (not saved); `job_id` defaults to a new
+    one."""
     message.status = Status.SCHEDULED if when else Status.QUEUED
     message.scheduled_for = when if when else message.scheduled_for
     message.next_attempt_at = when
     message.queued_at = now
-    message.rq_job_id = queues.new_job_id()
+    message.rq_job_id = queues.new_job_id() if job_id is None else job_id
 
 
 @transaction.atomic
@@ -229,7 +246,7 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
             max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
             **fields,
         )
-        _mark_waiting(message, scheduled_for, now)
+        _mark_waiting(message, scheduled_for, now, job_id="")  # the batch's job id is set below
         messages.append(message)
     groups: dict[tuple[str, datetime | None], list[Message]] = defaultdict(list)
     for message in messages:
@@ -242,7 +259,7 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
             for message in chunk:
                 message.rq_job_id = job_id
             batches[channel].append((job_id, [str(m.id) for m in chunk], due))
-    Message.objects.bulk_create(messages, batch_size=500)
+    insert_rows(messages)
 
     def enqueue() -> None:
         for channel, channel_batches in batches.items():
@@ -562,6 +579,30 @@ def attempt_record(message: Message, result: CallResult, *, kind: str | None = N
     )
 
 
+def _message_for_delivery(message_id: str) -> Message | None:
+    """Return the message with id `message_id` (a UUID string) and its workspace (from the per-process
+    cache, see workspace_get), or None when there is no such message.
+
+    One primary-key read; the worker's hot path avoids the ORM's query building here.
+    """
+    pk = Message._meta.pk.get_db_prep_value(message_id, connection)
+    table = connection.ops.quote_name(Message._meta.db_table)
+    found = list(Message.objects.raw(f"SELECT * FROM {table} WHERE id = %s", [pk]))  # noqa: S608 (a parameter)
+    if not found:
+        return None
+    message = found[0]
+    message.workspace = workspace_get(message.workspace_id)
+    return message
+
+
+def _messages_for_delivery(message_ids: list[str]) -> dict[str, Message]:
+    """Return {message id string: Message with its workspace} for the ids that exist; one query."""
+    messages = {str(m.pk): m for m in Message.objects.filter(pk__in=message_ids)}
+    for message in messages.values():
+        message.workspace = workspace_get(message.workspace_id)
+    return messages
+
+
 def _defer(message: Message, at: datetime) -> None:
     """Put the message's job back on the scheduler for `at` without using an attempt."""
     job_id = queues.new_job_id()
@@ -583,9 +624,14 @@ def message_deliver(*, message_id: str, job_id: str | None = None) -> str:
     so a stale or duplicate job left by a sweep, reschedule or Redis restart does nothing.
     Returns a short description of what happened (stored as the RQ job result).
     """
-    message = Message.objects.select_related("workspace").filter(pk=message_id).first()
+    message = _message_for_delivery(message_id)
     if message is None:
         return "missing"
+    return _deliver_loaded(message, job_id)
+
+
+def _deliver_loaded(message: Message, job_id: str | None) -> str:
+    """message_deliver for a message already read from the database (with its workspace)."""
     if message.status not in CLAIMABLE:
         return f"skipped: message is {message.status}"
     if job_id and message.rq_job_id and message.rq_job_id != job_id:
@@ -603,15 +649,18 @@ def message_deliver(*, message_id: str, job_id: str | None = None) -> str:
         # Over the channel's delivery rate: try again when a slot frees, without using an attempt.
         _defer(message, now + timedelta(seconds=rate_wait))
         return f"deferred {rate_wait:.2f}s: over the {message.channel} delivery rate"
-    claimable = Message.objects.filter(pk=message.pk, status__in=CLAIMABLE)
-    if job_id and message.rq_job_id:
-        claimable = claimable.filter(rq_job_id=job_id)
-    claimed = claimable.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).update(
-        status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now
+    # The claim also requires the status, job and attempt count read above, so the fields set here
+    # are exactly what the row holds afterwards (no second read).
+    claimed = (
+        Message.objects.filter(
+            pk=message.pk, status=message.status, rq_job_id=message.rq_job_id, attempts=message.attempts
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now)
     )
     if claimed != 1:
         return "skipped: claimed elsewhere or not due"
-    message.refresh_from_db()
+    message.status, message.attempts, message.sending_started_at = Status.SENDING, message.attempts + 1, now
     try:
         result = SENDERS[message.channel](message)
     except ProviderError as exc:
@@ -669,44 +718,79 @@ def _record_failure(message: Message, result: CallResult) -> str:
     return f"failed: {result.error}"
 
 
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None  # (process id, size) the pool was made for
+
+
+def delivery_pool() -> ThreadPoolExecutor:
+    """Return this process's pool of BULK_DELIVERY_CONCURRENCY delivery threads, made on first use.
+
+    The threads outlive a batch job, so their database connections (CONN_MAX_AGE) and HTTP keep-alive
+    connections to providers are reused by the next batch instead of opened again. A forked work
+    horse makes its own pool.
+    """
+    global _pool, _pool_key
+    key = (os.getpid(), max(1, settings.BULK_DELIVERY_CONCURRENCY))
+    if _pool is None or _pool_key != key:
+        with _pool_lock:
+            if _pool is None or _pool_key != key:
+                _pool = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="deliver")
+                _pool_key = key
+    return _pool
+
+
+def delivery_pool_shutdown() -> None:
+    """Stop the delivery threads (each closes its database connections); tests call this."""
+    global _pool, _pool_key
+    with _pool_lock:
+        pool, _pool, _pool_key = _pool, None, None
+    if pool is not None:
+        size = pool._max_workers
+        # One task per thread that blocks until all have arrived, so each thread closes its own.
+        barrier = threading.Barrier(size)
+        for _ in range(size):
+            pool.submit(_close_thread_connections, barrier)
+        pool.shutdown(wait=True)
+
+
+def _close_thread_connections(barrier: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=5)
+    connections.close_all()
+
+
+def _deliver_task(message: Message | None, message_id: str, job_id: str | None) -> str:
+    # As Django does around a request: drop this thread's connection if it broke or got too old.
+    close_old_connections()
+    if message is None:
+        return "missing"
+    try:
+        return _deliver_loaded(message, job_id)
+    except Exception:
+        # The message stays `sending`; the sweep resolves it. Other messages go on.
+        logger.exception("delivery of message %s raised", message_id)
+        return "error"
+
+
 def message_deliver_many(*, message_ids: list[str], job_id: str | None = None) -> str:
     """Run message_deliver for many messages with up to BULK_DELIVERY_CONCURRENCY calls in flight.
 
     `job_id` is the batch job's id: a message the sweep has since given a job of its own is skipped.
-
-    Uses plain threads (provider calls are I/O bound); each thread has its own database connection,
-    closed when the thread finishes. Returns a count of outcomes, e.g. "sent=98 retry=2".
+    The messages are read in one query; each is then claimed, attempted and recorded on its own by
+    the process's delivery threads (delivery_pool; provider calls are I/O bound). When the job is
+    interrupted (its timeout, a cold shutdown), messages not yet started are left for the sweep.
+    Returns a count of outcomes, e.g. "sent=98 retry=2".
     """
-    pending: queue_module.SimpleQueue[str] = queue_module.SimpleQueue()
-    for message_id in message_ids:
-        pending.put(message_id)
+    loaded = _messages_for_delivery(message_ids)
+    pool = delivery_pool()
+    futures = [pool.submit(_deliver_task, loaded.get(str(mid)), str(mid), job_id) for mid in message_ids]
     outcomes: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def work() -> None:
-        try:
-            while True:
-                try:
-                    message_id = pending.get_nowait()
-                except queue_module.Empty:
-                    return
-                try:
-                    outcome = message_deliver(message_id=message_id, job_id=job_id)
-                except Exception:
-                    # The message stays `sending`; the sweep resolves it. Other messages go on.
-                    logger.exception("delivery of message %s raised", message_id)
-                    outcome = "error"
-                with lock:
-                    outcomes[outcome.split(":")[0].split(" ")[0]] += 1
-        finally:
-            connections.close_all()
-
-    threads = [
-        threading.Thread(target=work, name=f"deliver-{n}", daemon=True)
-        for n in range(max(1, min(settings.BULK_DELIVERY_CONCURRENCY, len(message_ids))))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for future in futures:
+            outcomes[future.result().split(":")[0].split(" ")[0]] += 1
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
     return " ".join(f"{name}={count}" for name, count in sorted(outcomes.items()))

@@ -1,6 +1,17 @@
-"""The RQ worker class used by `manage.py rqworker` (settings.RQ["WORKER_CLASS"]).
+"""The RQ worker classes used by `manage.py rqworker` (settings.RQ["WORKER_CLASS"]).
 
-It behaves like rq's Worker and, when it starts, logs what it will do: its queues, the retry
+`Worker` (the default) runs jobs in the worker process itself, like rq's SimpleWorker: no fork per
+job, so the database connection (CONN_MAX_AGE), the Redis connection and the HTTP keep-alive
+connections to providers are reused from one job to the next. Forking a work horse per job costs more
+than a delivery itself (measured in bench/run.py: a fork per job cut one worker's throughput to a
+quarter). Job timeouts still hold (SIGALRM in the worker), and a crashed or killed worker leaves its
+message `sending` for the sweep, as a killed work horse would. Database connections are checked
+before and after each job, as Django does around a request.
+
+`ForkWorker` forks a work horse per job, as rq's Worker does, for those who want each job isolated
+from the next (`rqworker --worker-class messaging.worker.ForkWorker`).
+
+Both, when they start, log what they will do: their queues, the retry
 policy, the rate limits and the provider base URLs. Secrets (API keys, the signing secret, passwords
 in URLs) are never logged.
 
@@ -22,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
+from django.db import close_old_connections
+from rq import SimpleWorker
 from rq import Worker as RqWorker
 from rq.exceptions import StopRequested
 
@@ -83,9 +96,9 @@ def startup_summary(queue_names: list[str]) -> list[str]:
     ]
 
 
-class Worker(RqWorker):
-    """rq's Worker that logs its configuration (startup_summary) once it has started and outlives
-    Redis outages instead of exiting."""
+class _ServiceWorkerMixin:
+    """Logs the configuration (startup_summary) once the worker has started and outlives Redis
+    outages instead of exiting."""
 
     def bootstrap(self, *args, **kwargs) -> None:
         super().bootstrap(*args, **kwargs)
@@ -135,3 +148,20 @@ class Worker(RqWorker):
                     self.connection.delete(self.key)
             self.log.info("Worker %s: Redis answers, working again", self.name)
             return
+
+
+class Worker(_ServiceWorkerMixin, SimpleWorker):
+    """The service's worker: jobs run in this process (no fork), with Django's connection upkeep
+    around each job; see the module docstring."""
+
+    def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
+        # As Django does around each request: drop connections that broke or outlived CONN_MAX_AGE.
+        close_old_connections()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            close_old_connections()
+
+
+class ForkWorker(_ServiceWorkerMixin, RqWorker):
+    """rq's forking Worker (a work horse per job) with the same start-up log and Redis resilience."""

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.test import Client
 from rq import SimpleWorker
 
-from messaging import queues
+from messaging import queues, services
 from messaging.models import Message
 from messaging.services import api_key_create
 
@@ -27,6 +27,8 @@ def caches_clean():
     ttlcache.clear_all()
     yield
     ttlcache.clear_all()
+    # Batch jobs run in the process's delivery threads; they must not keep test-database connections.
+    services.delivery_pool_shutdown()
 
 
 @pytest.fixture(autouse=True)

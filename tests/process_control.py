@@ -169,8 +169,10 @@ class Managed:
         self.log.unlink(missing_ok=True)
 
 
-def rqworker(env: dict[str, str], *queues: str) -> Managed:
-    return Managed(["rqworker", *(queues or ("sms", "email", "ai"))], env, "worker")
+def rqworker(env: dict[str, str], *queues: str, worker_class: str = "") -> Managed:
+    """`rqworker` on `queues` (default sms, email, ai) with the settings' worker class or `worker_class`."""
+    extra = ["--worker-class", worker_class] if worker_class else []
+    return Managed(["rqworker", *extra, *(queues or ("sms", "email", "ai"))], env, "worker")
 
 
 def rqscheduler(env: dict[str, str]) -> Managed:

@@ -91,8 +91,8 @@ def processes(transactional_db, redis_server, provider, timing):
     )
 
     class Processes:
-        def worker(self):
-            started.append(rqworker(env))
+        def worker(self, worker_class: str = ""):
+            started.append(rqworker(env, worker_class=worker_class))
             wait_for(lambda: "Listening on" in started[-1].output(), 30, what="the worker to start")
             return started[-1]
 
@@ -136,9 +136,13 @@ def in_flight(provider: ProviderLog, message_id: str) -> bool:
     return provider.by_key().get(message_id, 0) >= 1
 
 
+# The forking worker (a work horse per job), for deployments that choose job isolation.
+FORK_WORKER = "messaging.worker.ForkWorker"
+
+
 def test_kill_9_of_the_work_horse_mid_call_is_retried_with_the_same_idempotency_key(api, processes, provider):
     provider.first_call_seconds = 4
-    worker = processes.worker()
+    worker = processes.worker(FORK_WORKER)
     processes.scheduler()
     [message_id] = post(api)
     wait_for(lambda: in_flight(provider, message_id), 20, what="the provider call to start")
@@ -161,16 +165,18 @@ def test_kill_9_of_the_work_horse_mid_call_is_retried_with_the_same_idempotency_
     assert_invariant([message_id], provider)
 
 
+@pytest.mark.parametrize("worker_class", ["", FORK_WORKER], ids=["in-process worker", "fork worker"])
 def test_kill_9_of_worker_and_work_horse_leaves_sending_for_at_most_the_job_timeout(
-    api, processes, provider, timing
+    api, processes, provider, timing, worker_class
 ):
     provider.first_call_seconds = 4
-    worker = processes.worker()
+    worker = processes.worker(worker_class)
     processes.scheduler()
     ids = post(api, 3)
     wait_for(lambda: in_flight(provider, ids[0]), 20, what="the first provider call")
     killed_at = time.monotonic()
-    assert worker.kill_with_children()  # SIGKILL to the worker and its work horse
+    children = worker.kill_with_children()  # SIGKILL to the worker and its work horse, if any
+    assert bool(children) == (worker_class == FORK_WORKER)  # the default worker runs jobs itself
     sending = [pk for pk, status in statuses(ids).items() if status == "sending"]
     assert len(sending) == 1
     processes.worker()  # a platform would restart it
@@ -190,7 +196,7 @@ def test_kill_9_of_worker_and_work_horse_leaves_sending_for_at_most_the_job_time
 
 def test_kill_9_of_the_worker_alone_lets_the_work_horse_finish_its_send(api, processes, provider):
     provider.first_call_seconds = 2
-    worker = processes.worker()
+    worker = processes.worker(FORK_WORKER)
     [message_id] = post(api)
     wait_for(lambda: in_flight(provider, message_id), 20, what="the provider call")
     worker.signal(signal.SIGKILL)
