@@ -8,8 +8,8 @@ answers 3% of calls with a 503. A client sends the messages over HTTP from 4 thr
 Idempotency-Key, and retries a failed request with the same key; about 3% are scheduled a minute
 ahead and then cancelled.
 
-While sending it SIGKILLs a worker and its work horse (mid provider call) three times, restarting a
-worker each time as a platform would, and stops Redis for 3 s once. Then it waits until every
+While sending it SIGKILLs a busy worker (mid provider call; with its work horse, if any) three
+times, restarting a worker each time as a platform would, and stops Redis for 3 s once. Then it waits until every
 accepted message is final and prints: accepted, sent, failed, cancelled, lost (accepted but not
 final, or missing; must be 0), duplicate provider receipts (requests beyond the first per message;
 each carried the same Idempotency-Key) and receipts beyond attempts (must be 0).
@@ -174,8 +174,22 @@ class Stack:
         )
         wait(lambda: _http_ok(f"http://127.0.0.1:{self.web_port}/health"), 30, "gunicorn")
 
+    def busy_worker_pids(self) -> set[int]:
+        """PIDs of the workers that RQ records as busy (running a job) right now."""
+        import redis
+
+        connection = redis.Redis(port=self.redis_port, socket_timeout=1)
+        busy = set()
+        with contextlib.suppress(redis.exceptions.RedisError):
+            for key in connection.scan_iter("rq:worker:*", count=100):
+                state, pid = connection.hmget(key, "state", "pid")
+                if state == b"busy" and pid:
+                    busy.add(int(pid))
+        return busy
+
     def kill_busy_worker(self, within: float = 10.0) -> str:
-        """SIGKILL a worker whose work horse is running (mid provider call), and the horse.
+        """SIGKILL a worker that is running a job (mid provider call), and its work horse if it has one
+        (the default worker runs jobs in-process; `messaging.worker.ForkWorker` forks a horse per job).
 
         Looks for one for up to `within` seconds; if none is ever busy, kills an idle one.
         """
@@ -183,18 +197,22 @@ class Stack:
         victim, horses = None, []
         while victim is None:
             live = [w for w in self.workers if w.poll() is None]
+            busy = self.busy_worker_pids()
             for worker in live:
                 horses = children(worker.pid)
-                if horses or time.monotonic() > deadline:
+                if horses or worker.pid in busy or time.monotonic() > deadline:
                     victim = worker
                     break
             else:
-                time.sleep(0.002)
+                time.sleep(0.01)
+        was_busy = bool(horses) or victim.pid in busy
         for pid in [victim.pid, *horses]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         victim.wait()
-        return f"worker {victim.pid}" + (f" and work horse {horses}" if horses else " (idle)")
+        return f"worker {victim.pid}" + (
+            f" and work horse {horses}" if horses else " (mid job)" if was_busy else " (idle)"
+        )
 
     def restart_dead_workers(self) -> None:
         for worker in list(self.workers):

@@ -20,3 +20,12 @@ accesslog = "-"
 errorlog = "-"
 # The PaaS router terminates TLS and sets X-Forwarded-*; trust it (settings read X-Forwarded-Proto).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+
+
+def worker_exit(server, worker):
+    """Enqueue the messages this worker accepted but has not yet handed to Redis (ENQUEUE_BATCH_MS)."""
+    try:
+        from messaging.queues import enqueue_buffer
+    except Exception:  # noqa: BLE001 - the app never loaded: nothing was accepted
+        return
+    enqueue_buffer.flush()

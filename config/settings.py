@@ -135,6 +135,10 @@ REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
 # Seconds the web and workers stop trying Redis for enqueueing after a connection failure (messages
 # stay `accepted` for the sweep meanwhile), so an outage does not slow every request down.
 REDIS_RETRY_AFTER_SECONDS = env.float("REDIS_RETRY_AFTER_SECONDS", default=2.0)
+# Milliseconds the web process gathers accepted messages before enqueueing them together (one Redis
+# pipeline with RQ's enqueue_many, off the request's path); 0 enqueues each one in its request.
+# Messages are committed first, so a process that dies before its flush leaves them to the sweep.
+ENQUEUE_BATCH_MS = env.float("ENQUEUE_BATCH_MS", default=0.0 if IS_TEST else 5.0)
 # Seconds a delivery job may run before RQ kills it; every outbound timeout is shorter than this.
 RQ_JOB_TIMEOUT = env.int("RQ_JOB_TIMEOUT", default=60)
 _queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}

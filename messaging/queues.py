@@ -5,11 +5,14 @@ Jobs carry only the message id (see DESIGN.md, "Flow"): payloads stay in the dat
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import django_rq
@@ -170,6 +173,85 @@ def _enqueue(message_id: str, channel: str, *, job_id: str, at: datetime | None)
             timeout=settings.RQ_JOB_TIMEOUT,
             job_result_ttl=RESULT_TTL,
         )
+
+
+class EnqueueBuffer:
+    """Gathers immediate `deliver` jobs from request threads and enqueues them together.
+
+    A request adds its committed message and returns; a background thread of the process wakes
+    ENQUEUE_BATCH_MS later and puts everything gathered on the queues with RQ's `enqueue_many` in one
+    Redis pipeline. Under load this turns one Redis round trip (and one RQ job save) per request into
+    one per batch. When Redis cannot be reached, each message's `on_failure` is called (services marks
+    it `accepted` for the sweep). Messages still in the buffer when the process exits are flushed by
+    an atexit hook and gunicorn's worker_exit hook; if the process is killed first, they are in the
+    database as `queued` without a job, and the sweep enqueues them after SWEEP_GRACE_SECONDS.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str, str, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+
+    def add(self, message_id: str, channel: str, job_id: str, on_failure: Callable[[], None]) -> None:
+        """Queue a `deliver(message_id)` job with id `job_id` on `channel` within ENQUEUE_BATCH_MS."""
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process (or a fork of it)
+                self._pid, self._items = os.getpid(), []
+                threading.Thread(target=self._run, name="enqueue-buffer", daemon=True).start()
+                atexit.register(self.flush)
+            self._items.append((message_id, channel, job_id, on_failure))
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(settings.ENQUEUE_BATCH_MS / 1000)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the thread must survive; the sweep catches up
+                logger.exception("enqueue buffer flush failed")
+
+    def flush(self) -> int:
+        """Enqueue everything gathered so far, now; return how many jobs were enqueued."""
+        with self._lock:
+            items, self._items = self._items, []
+        if not items:
+            return 0
+        by_channel: dict[str, list[tuple[str, str, str, Callable[[], None]]]] = {}
+        for item in items:
+            by_channel.setdefault(item[1], []).append(item)
+        try:
+            with unless_recently_unreachable(), get_connection().pipeline() as pipe:
+                for channel, channel_items in by_channel.items():
+                    get_queue(channel).enqueue_many(
+                        [
+                            Queue.prepare_data(
+                                DELIVER_JOB,
+                                args=(message_id,),
+                                job_id=job_id,
+                                timeout=settings.RQ_JOB_TIMEOUT,
+                                result_ttl=RESULT_TTL,
+                                failure_ttl=FAILURE_TTL,
+                            )
+                            for message_id, _, job_id, _ in channel_items
+                        ],
+                        pipeline=pipe,
+                    )
+                pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            logger.warning("Redis unavailable, %d messages left for the sweep: %s", len(items), exc)
+            for *_, on_failure in items:
+                try:
+                    on_failure()
+                except Exception:  # noqa: BLE001 - one failed update must not stop the others
+                    logger.exception("could not mark a message for the sweep")
+            return 0
+        return len(items)
+
+
+enqueue_buffer = EnqueueBuffer()
 
 
 def new_batch_job_id() -> str:

@@ -7,7 +7,6 @@ database (status `accepted`, or `queued` with its time) and the sweep enqueues i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -15,21 +14,22 @@ import os
 import secrets
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from . import queues, ratelimit, rollup
-from .bulkinsert import insert_rows
+from .bulkinsert import insert_rows, update_rows
 from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace, WorkspaceAlias
 from .providers.ai import ChatClient, Reply, simulated_reply
 from .providers.base import CallResult, ProviderError, excerpt
@@ -148,10 +148,19 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
 # --- Creating and changing messages ---------------------------------------------------------------
 
 
-def _enqueue_after_commit(message: Message) -> None:
-    """Register the enqueue of `message` for after the current transaction commits."""
+def _enqueue_after_commit(message: Message, *, buffered: bool = False) -> None:
+    """Register the enqueue of `message` for after the current transaction commits.
+
+    With `buffered` (the API's path) and ENQUEUE_BATCH_MS > 0, a job due now goes through the
+    process's queues.enqueue_buffer (enqueued with others moments later, off the request's path).
+    """
 
     def enqueue() -> None:
+        if buffered and message.next_attempt_at is None and settings.ENQUEUE_BATCH_MS > 0:
+            queues.enqueue_buffer.add(
+                str(message.id), message.channel, message.rq_job_id, _mark_for_sweep(message)
+            )
+            return
         try:
             queues.enqueue_delivery(
                 str(message.id), message.channel, job_id=message.rq_job_id, at=message.next_attempt_at
@@ -163,6 +172,22 @@ def _enqueue_after_commit(message: Message) -> None:
                 message.status = Status.ACCEPTED
 
     transaction.on_commit(enqueue)
+
+
+def _mark_for_sweep(message: Message) -> Callable[[], None]:
+    """Return a callback that marks `message` `accepted` (its enqueue failed; the sweep retries it).
+
+    Runs on the enqueue buffer's thread, which then gives back its database connection.
+    """
+    pk, status = message.pk, message.status
+
+    def mark() -> None:
+        try:
+            Message.objects.filter(pk=pk, status=status).update(status=Status.ACCEPTED)
+        finally:
+            connection.close()
+
+    return mark
 
 
 def _mark_waiting(
@@ -213,8 +238,8 @@ def message_create(
         **extra,
     )
     _mark_waiting(message, scheduled_for, now)
-    message.save(force_insert=True)
-    _enqueue_after_commit(message)
+    insert_rows([message])
+    _enqueue_after_commit(message, buffered=True)
     return message
 
 
@@ -557,6 +582,11 @@ def attempt_record(message: Message, result: CallResult, *, kind: str | None = N
     `kind` defaults to `result.extra["attempt_kind"]` when a sender set it (AI: generation or
     callback), else `provider`.
     """
+    attempt_row(message, result, kind=kind).save(force_insert=True)
+
+
+def attempt_row(message: Message, result: CallResult, *, kind: str | None = None) -> DeliveryAttempt:
+    """Return the (unsaved) DeliveryAttempt for `result` as attempt number `message.attempts`."""
     kind = kind or result.extra.get("attempt_kind") or DeliveryAttempt.Kind.PROVIDER
     if result.ok:
         outcome = DeliveryAttempt.Outcome.SUCCESS
@@ -564,7 +594,7 @@ def attempt_record(message: Message, result: CallResult, *, kind: str | None = N
         outcome = DeliveryAttempt.Outcome.TRANSIENT
     else:
         outcome = DeliveryAttempt.Outcome.PERMANENT
-    DeliveryAttempt.objects.create(
+    return DeliveryAttempt(
         message=message,
         number=message.attempts,
         kind=kind,
@@ -669,22 +699,29 @@ def _deliver_loaded(message: Message, job_id: str | None) -> str:
     return "sent"
 
 
-@transaction.atomic
-def _record_success(message: Message, result: CallResult) -> None:
-    attempt_record(message, result)
+def _sent_fields(result: CallResult, now: datetime) -> dict[str, Any]:
+    """The Message fields a successful attempt sets (the provider's id from `id`, `sid` or `messageId`)."""
     data = result.json()
     provider_id = ""
     if isinstance(data, dict):
         provider_id = str(data.get("id") or data.get("sid") or data.get("messageId") or "")[:200]
+    return {
+        "status": Status.SENT,
+        "sent_at": now,
+        "next_attempt_at": None,
+        "provider_status": result.http_status,
+        "provider_response": excerpt(result.response_text),
+        "provider_message_id": provider_id,
+        "last_error": "",
+        "error_kind": "",
+    }
+
+
+@transaction.atomic
+def _record_success(message: Message, result: CallResult) -> None:
+    attempt_record(message, result)
     Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
-        status=Status.SENT,
-        sent_at=timezone.now(),
-        next_attempt_at=None,
-        provider_status=result.http_status,
-        provider_response=excerpt(result.response_text),
-        provider_message_id=provider_id,
-        last_error="",
-        error_kind="",
+        **_sent_fields(result, timezone.now())
     )
 
 
@@ -741,56 +778,171 @@ def delivery_pool() -> ThreadPoolExecutor:
 
 
 def delivery_pool_shutdown() -> None:
-    """Stop the delivery threads (each closes its database connections); tests call this."""
+    """Stop this process's delivery threads once their calls finish (tests call this)."""
     global _pool, _pool_key
     with _pool_lock:
         pool, _pool, _pool_key = _pool, None, None
     if pool is not None:
-        size = pool._max_workers
-        # One task per thread that blocks until all have arrived, so each thread closes its own.
-        barrier = threading.Barrier(size)
-        for _ in range(size):
-            pool.submit(_close_thread_connections, barrier)
         pool.shutdown(wait=True)
 
 
-def _close_thread_connections(barrier: threading.Barrier) -> None:
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=5)
-    connections.close_all()
+# Channels whose sender only makes HTTP calls (no database work), so batch jobs run them in the
+# delivery threads. AI replies store the generated text mid-attempt; they are delivered one by one.
+CONCURRENT_CHANNELS = ("sms", "email")
 
 
-def _deliver_task(message: Message | None, message_id: str, job_id: str | None) -> str:
-    # As Django does around a request: drop this thread's connection if it broke or got too old.
-    close_old_connections()
-    if message is None:
-        return "missing"
+def _outcome_tag(outcome: str) -> str:
+    return outcome.split(":")[0].split(" ")[0]
+
+
+def _send_in_thread(message: Message) -> CallResult | Exception:
+    """Run the channel's sender in a delivery thread; return its CallResult or the exception."""
     try:
-        return _deliver_loaded(message, job_id)
-    except Exception:
-        # The message stays `sending`; the sweep resolves it. Other messages go on.
-        logger.exception("delivery of message %s raised", message_id)
-        return "error"
+        return SENDERS[message.channel](message)
+    except Exception as exc:  # noqa: BLE001 - handed back to the job's thread, which records it
+        return exc
+
+
+def _claim_many(messages: list[Message], job_id: str | None, now: datetime) -> list[Message]:
+    """Claim `messages` (queued/scheduled -> sending, attempts + 1) in one conditional UPDATE; return
+    those claimed, with status, attempts and sending_started_at as now stored.
+
+    Each row is claimed on its own terms: still claimable, due, and pointing at `job_id` (when given).
+    The claimed rows are then read back by the claim's own timestamp.
+    """
+    if not messages:
+        return []
+    by_pk = {m.pk: m for m in messages}
+    claimable = Message.objects.filter(pk__in=list(by_pk), status__in=CLAIMABLE)
+    if job_id:
+        claimable = claimable.filter(rq_job_id=job_id)
+    claimable.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).update(
+        status=Status.SENDING, attempts=F("attempts") + 1, sending_started_at=now
+    )
+    claimed = Message.objects.filter(pk__in=list(by_pk), status=Status.SENDING, sending_started_at=now)
+    if job_id:
+        claimed = claimed.filter(rq_job_id=job_id)
+    result = []
+    for pk, attempts in claimed.values_list("pk", "attempts"):
+        message = by_pk[pk]
+        message.status, message.attempts, message.sending_started_at = Status.SENDING, attempts, now
+        result.append(message)
+    return result
+
+
+def _record_many(finished: list[tuple[Message, CallResult | Exception]], outcomes: Counter[str]) -> None:
+    """Record the outcomes of attempts made by a batch job.
+
+    Successes: their DeliveryAttempt rows and Message updates in one transaction (one INSERT and one
+    UPDATE statement, each run for all rows). Provider errors go through the single-message path
+    (retry with backoff, or failed). An unexpected exception is logged and its message left `sending`
+    for the sweep.
+    """
+    now = timezone.now()
+    successes = []
+    for message, outcome in finished:
+        if isinstance(outcome, CallResult):
+            successes.append((message, outcome))
+        elif isinstance(outcome, ProviderError):
+            outcomes[_outcome_tag(_record_failure(message, outcome.result))] += 1
+        else:
+            logger.error("delivery of message %s raised", message.pk, exc_info=outcome)
+            outcomes["error"] += 1
+    if not successes:
+        return
+    with transaction.atomic():
+        insert_rows([attempt_row(message, result) for message, result in successes])
+        fields = list(_sent_fields(successes[0][1], now))
+        update_rows(
+            Message,
+            fields,
+            [(message.pk, list(_sent_fields(result, now).values())) for message, result in successes],
+            where={"status": Status.SENDING},
+        )
+    outcomes["sent"] += len(successes)
 
 
 def message_deliver_many(*, message_ids: list[str], job_id: str | None = None) -> str:
-    """Run message_deliver for many messages with up to BULK_DELIVERY_CONCURRENCY calls in flight.
+    """Deliver many messages (a batch job) with up to BULK_DELIVERY_CONCURRENCY calls in flight.
 
     `job_id` is the batch job's id: a message the sweep has since given a job of its own is skipped.
-    The messages are read in one query; each is then claimed, attempted and recorded on its own by
-    the process's delivery threads (delivery_pool; provider calls are I/O bound). When the job is
-    interrupted (its timeout, a cold shutdown), messages not yet started are left for the sweep.
-    Returns a count of outcomes, e.g. "sent=98 retry=2".
+    The messages are read in one query. Each is then handled as message_deliver would: nothing is
+    sent before its `next_attempt_at` (the job waits for it, up to EARLY_WAIT_MAX_SECONDS, else
+    defers that message), each takes its own slot of the delivery rate (over it: deferred without
+    using an attempt), each is claimed, attempted, recorded and retried on its own. The database
+    work stays on this thread, grouped: one UPDATE claims the messages that are about to be sent,
+    and finished attempts are recorded together; the delivery threads (delivery_pool) only make the
+    provider calls, so a worker process holds one database connection however many calls are in
+    flight. When the job is interrupted (its timeout, a cold shutdown), messages not yet claimed wait
+    for the sweep, and finished attempts are still recorded. Returns a count of outcomes, e.g.
+    "sent=98 retry=2".
     """
     loaded = _messages_for_delivery(message_ids)
-    pool = delivery_pool()
-    futures = [pool.submit(_deliver_task, loaded.get(str(mid)), str(mid), job_id) for mid in message_ids]
     outcomes: Counter[str] = Counter()
+    ready: list[Message] = []
+    now = timezone.now()
+    for message_id in message_ids:
+        message = loaded.get(str(message_id))
+        if message is None:
+            outcomes["missing"] += 1
+        elif message.status not in CLAIMABLE or (
+            job_id and message.rq_job_id and message.rq_job_id != job_id
+        ):
+            outcomes["skipped"] += 1
+        elif message.channel not in CONCURRENT_CHANNELS:
+            outcomes[_outcome_tag(_deliver_loaded(message, job_id))] += 1
+        elif (
+            message.next_attempt_at
+            and (message.next_attempt_at - now).total_seconds() > EARLY_WAIT_MAX_SECONDS
+        ):
+            _defer(message, message.next_attempt_at)
+            outcomes["deferred"] += 1
+        else:
+            ready.append(message)
+    ready.sort(key=lambda m: m.next_attempt_at or now)
+    pending = deque(ready)
+    window = max(1, settings.BULK_DELIVERY_CONCURRENCY)
+    pool = delivery_pool()
+    in_flight: dict[Future, Message] = {}
+    finished: list[tuple[Message, CallResult | Exception]] = []
     try:
-        for future in futures:
-            outcomes[future.result().split(":")[0].split(" ")[0]] += 1
+        while pending or in_flight:
+            now = timezone.now()
+            batch: list[Message] = []
+            while (
+                pending
+                and len(in_flight) + len(batch) < window
+                and (pending[0].next_attempt_at is None or pending[0].next_attempt_at <= now)
+            ):
+                message = pending.popleft()
+                rate_wait = _delivery_rate_wait(message)
+                if rate_wait is None:
+                    batch.append(message)
+                else:
+                    _defer(message, now + timedelta(seconds=rate_wait))
+                    outcomes["deferred"] += 1
+            claimed = _claim_many(batch, job_id, now)
+            outcomes["skipped"] += len(batch) - len(claimed)
+            for message in claimed:
+                in_flight[pool.submit(_send_in_thread, message)] = message
+            # Sleep until a call finishes or the next message is due, whichever comes first.
+            due_in = None
+            if pending and len(in_flight) < window:
+                due = pending[0].next_attempt_at
+                due_in = max(0.0, (due - timezone.now()).total_seconds()) if due else 0.0
+            if in_flight:
+                done, _ = futures_wait(in_flight, timeout=due_in, return_when=FIRST_COMPLETED)
+                finished.extend((in_flight.pop(future), future.result()) for future in done)
+            elif due_in:
+                time.sleep(due_in)
+            if finished and (len(finished) >= window or not in_flight):
+                _record_many(finished, outcomes)
+                finished = []
     except BaseException:
-        for future in futures:
+        for future in in_flight:
             future.cancel()
         raise
+    finally:
+        if finished:
+            _record_many(finished, outcomes)
     return " ".join(f"{name}={count}" for name, count in sorted(outcomes.items()))

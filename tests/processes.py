@@ -41,6 +41,8 @@ def service_env(**overrides: str) -> dict[str, str]:
         "DATABASE_URL": test_database_url(),
         "TEST_REDIS_URL": settings.REDIS_URL,
         "PYTHONUNBUFFERED": "1",
+        # As outside tests: the web process hands accepted messages to Redis in batches.
+        "ENQUEUE_BATCH_MS": "5",
     }
     env.update(overrides)
     return env

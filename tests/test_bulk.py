@@ -127,3 +127,39 @@ def test_bulk_scheduled_messages_go_out_at_their_time(api, sms_provider):
     for message in Message.objects.all():
         first = message.delivery_attempts.get()
         assert first.started_at >= message.scheduled_for
+
+
+def test_in_a_batch_a_failed_call_is_retried_on_its_own_and_the_rest_are_sent(api, sms_provider):
+    calls: dict[str, int] = {}
+
+    def flaky(request):
+        to = json.loads(request.data)["to"]
+        calls[to] = calls.get(to, 0) + 1
+        if to.endswith("0003") and calls[to] == 1:
+            return Response('{"error": "busy"}', status=503, content_type="application/json")
+        return Response('{"id": "p"}', status=200, content_type="application/json")
+
+    sms_provider.expect_request("/send-sms").respond_with_handler(flaky)
+    api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(10)]})
+    run_jobs(until=lambda: Message.objects.filter(status="sent").count() == 10, timeout=30)
+    retried = Message.objects.get(recipient="+14155550003")
+    assert retried.attempts == 2
+    assert list(retried.delivery_attempts.order_by("number").values_list("number", "outcome")) == [
+        (1, "transient"),
+        (2, "success"),
+    ]
+    assert set(Message.objects.exclude(pk=retried.pk).values_list("attempts", flat=True)) == {1}
+    assert DeliveryAttempt.objects.count() == 11
+
+
+def test_a_batch_over_the_delivery_rate_defers_the_rest_without_using_attempts(api, sms_provider, settings):
+    settings.DELIVERY_RATE_LIMITS = {**settings.DELIVERY_RATE_LIMITS, "sms": "4/second"}
+    sms_provider.expect_request("/send-sms").respond_with_json({"id": "p"})
+    api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(10)]})
+    started = time.monotonic()
+    run_jobs(until=lambda: Message.objects.filter(status="sent").count() == 10, timeout=30)
+    assert time.monotonic() - started >= 1.0  # 10 messages at 4 per second need at least two more seconds
+    assert set(Message.objects.values_list("attempts", flat=True)) == {1}
+    starts = sorted(DeliveryAttempt.objects.values_list("started_at", flat=True))
+    for i in range(len(starts) - 4):
+        assert (starts[i + 4] - starts[i]).total_seconds() >= 0.9, "more than 4 calls within a second"
