@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 # A job that reaches a worker this many seconds (or less) before its message is due waits in place;
 # one that is earlier is put back on the scheduler. rq-scheduler polls once a second.
 EARLY_WAIT_MAX_SECONDS = 2.0
+# A batch job over its channel's delivery rate waits for slots itself (sending at the rate, in order)
+# for up to this many seconds in all; past that, the rest of its messages go to one new batch job at
+# the time a slot frees.
+RATE_PACING_MAX_SECONDS = 20.0
 CANCELLABLE = (Status.ACCEPTED, Status.QUEUED, Status.SCHEDULED)
 CLAIMABLE = (Status.QUEUED, Status.SCHEDULED)
 
@@ -830,6 +834,24 @@ def _claim_many(messages: list[Message], job_id: str | None, now: datetime) -> l
     return result
 
 
+def _defer_batch(messages: list[Message], job_id: str | None, at: datetime) -> int:
+    """Move `messages` (one channel, still waiting) to one new batch job released at `at`.
+
+    Only messages still claimable and pointing at `job_id` move; returns how many did.
+    """
+    if not messages:
+        return 0
+    new_job_id = queues.new_batch_job_id()
+    movable = Message.objects.filter(pk__in=[m.pk for m in messages], status__in=CLAIMABLE)
+    if job_id:
+        movable = movable.filter(rq_job_id=job_id)
+    moved = movable.update(rq_job_id=new_job_id)
+    if moved:
+        ids = [str(m.pk) for m in messages]
+        queues.enqueue_batches(messages[0].channel, [(new_job_id, ids, at)])
+    return moved
+
+
 def _record_many(finished: list[tuple[Message, CallResult | Exception]], outcomes: Counter[str]) -> None:
     """Record the outcomes of attempts made by a batch job.
 
@@ -868,8 +890,10 @@ def message_deliver_many(*, message_ids: list[str], job_id: str | None = None) -
     `job_id` is the batch job's id: a message the sweep has since given a job of its own is skipped.
     The messages are read in one query. Each is then handled as message_deliver would: nothing is
     sent before its `next_attempt_at` (the job waits for it, up to EARLY_WAIT_MAX_SECONDS, else
-    defers that message), each takes its own slot of the delivery rate (over it: deferred without
-    using an attempt), each is claimed, attempted, recorded and retried on its own. The database
+    defers that message), each takes its own slot of the delivery rate, each is claimed, attempted,
+    recorded and retried on its own. Over the delivery rate the job waits for the next slot (so a
+    burst goes out at the rate, in order, without using attempts), for up to RATE_PACING_MAX_SECONDS
+    in all; then the rest of its messages move to one new batch job at the time a slot frees. The database
     work stays on this thread, grouped: one UPDATE claims the messages that are about to be sent,
     and finished attempts are recorded together; the delivery threads (delivery_pool) only make the
     provider calls, so a worker process holds one database connection however many calls are in
@@ -902,40 +926,64 @@ def message_deliver_many(*, message_ids: list[str], job_id: str | None = None) -
     ready.sort(key=lambda m: m.next_attempt_at or now)
     pending = deque(ready)
     window = max(1, settings.BULK_DELIVERY_CONCURRENCY)
+    # Top up (and record) in groups: one claim UPDATE per group instead of one per finished call.
+    group = max(1, window // 3)
     pool = delivery_pool()
     in_flight: dict[Future, Message] = {}
     finished: list[tuple[Message, CallResult | Exception]] = []
+    paced_until: datetime | None = None  # no delivery-rate slot before this time
+    paced_seconds = 0.0  # time this job has waited for slots so far
     try:
         while pending or in_flight:
             now = timezone.now()
             batch: list[Message] = []
-            while (
-                pending
-                and len(in_flight) + len(batch) < window
-                and (pending[0].next_attempt_at is None or pending[0].next_attempt_at <= now)
-            ):
-                message = pending.popleft()
-                rate_wait = _delivery_rate_wait(message)
-                if rate_wait is None:
-                    batch.append(message)
-                else:
-                    _defer(message, now + timedelta(seconds=rate_wait))
-                    outcomes["deferred"] += 1
-            claimed = _claim_many(batch, job_id, now)
+            free = window - len(in_flight)
+            if (free >= group or not in_flight) and (paced_until is None or paced_until <= now):
+                paced_until = None
+                while (
+                    pending
+                    and len(batch) < free
+                    and (pending[0].next_attempt_at is None or pending[0].next_attempt_at <= now)
+                ):
+                    rate_wait = _delivery_rate_wait(pending[0])
+                    if rate_wait is None:
+                        batch.append(pending.popleft())
+                    elif paced_seconds + rate_wait <= RATE_PACING_MAX_SECONDS:
+                        # Over the delivery rate: this job waits for the next slot, keeping its order.
+                        paced_until = now + timedelta(seconds=rate_wait)
+                        paced_seconds += rate_wait
+                        break
+                    else:
+                        # A long wait: the rest goes to one new batch job at the time a slot frees.
+                        outcomes["deferred"] += _defer_batch(
+                            list(pending), job_id, now + timedelta(seconds=rate_wait)
+                        )
+                        pending.clear()
+            claimed: list[Message] = []
+            if batch or (finished and (len(finished) >= group or not in_flight)):
+                # One transaction (one commit) records what finished and claims what goes out next;
+                # the calls start only once the claim is committed.
+                with transaction.atomic():
+                    if finished:
+                        _record_many(finished, outcomes)
+                        finished = []
+                    claimed = _claim_many(batch, job_id, now)
             outcomes["skipped"] += len(batch) - len(claimed)
             for message in claimed:
                 in_flight[pool.submit(_send_in_thread, message)] = message
-            # Sleep until a call finishes or the next message is due, whichever comes first.
-            due_in = None
-            if pending and len(in_flight) < window:
-                due = pending[0].next_attempt_at
-                due_in = max(0.0, (due - timezone.now()).total_seconds()) if due else 0.0
+            # Sleep until a call finishes or the next message is due (or a rate slot frees).
+            # (None: only a finished call can let more go out.)
+            now = timezone.now()
+            waits = [
+                t for t in (paced_until, pending[0].next_attempt_at if pending else None) if t and t > now
+            ]
+            due_in = (max(waits) - now).total_seconds() if pending and waits else None
             if in_flight:
                 done, _ = futures_wait(in_flight, timeout=due_in, return_when=FIRST_COMPLETED)
                 finished.extend((in_flight.pop(future), future.result()) for future in done)
             elif due_in:
                 time.sleep(due_in)
-            if finished and (len(finished) >= window or not in_flight):
+            if finished and not in_flight and not pending:
                 _record_many(finished, outcomes)
                 finished = []
     except BaseException:

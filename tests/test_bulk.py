@@ -163,3 +163,27 @@ def test_a_batch_over_the_delivery_rate_defers_the_rest_without_using_attempts(a
     starts = sorted(DeliveryAttempt.objects.values_list("started_at", flat=True))
     for i in range(len(starts) - 4):
         assert (starts[i + 4] - starts[i]).total_seconds() >= 0.9, "more than 4 calls within a second"
+
+
+def test_a_batch_that_would_wait_long_for_the_rate_hands_the_rest_to_one_later_batch_job(
+    api, sms_provider, settings
+):
+    settings.DELIVERY_RATE_LIMITS = {**settings.DELIVERY_RATE_LIMITS, "sms": "2/minute"}
+    sms_provider.expect_request("/send-sms").respond_with_json({"id": "p"})
+    body = api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(5)]}).json()
+    first_job = body["results"][0]["jobId"]
+    run_jobs(  # the later batch job waits in rq-scheduler
+        until=lambda: (
+            Message.objects.filter(status="sent").count() == 2
+            and Message.objects.exclude(status="sent").exclude(rq_job_id=first_job).count() == 3
+        )
+    )
+    assert Message.objects.filter(status="sent").count() == 2
+    waiting = Message.objects.exclude(status="sent")
+    assert set(waiting.values_list("status", "attempts")) == {("queued", 0)}  # no attempt used
+    [later_job] = set(waiting.values_list("rq_job_id", flat=True))
+    assert later_job.startswith("batch-") and later_job != first_job
+    connection = queues.get_connection()
+    due = connection.zscore(queues.SCHEDULED_JOBS_KEY, later_job)
+    assert due is not None and due - time.time() > 30  # when the rate frees a slot, about a minute on
+    assert len(sms_provider.log) == 2
