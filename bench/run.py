@@ -227,7 +227,7 @@ def bench_ingest(label: str, database_url: str, seconds: int) -> None:
     )
 
 
-def bench_bulk_ingest(database_url: str, requests_count: int) -> None:
+def bench_bulk_ingest(label: str, database_url: str, requests_count: int) -> None:
     flush_redis()
     env = Env(database_url)
     key = prepare(env)
@@ -282,13 +282,16 @@ def bench_bulk_ingest(database_url: str, requests_count: int) -> None:
     rq_rate = BULK_CLIENTS * requests_count * 1000 / (time.perf_counter() - started)
     flush_redis()
     report(
-        f"bulk ingest: POST /api/schedule-sms/bulk ({BULK_CLIENTS} clients)",
+        f"bulk ingest {label}: POST /api/schedule-sms/bulk ({BULK_CLIENTS} clients)",
         f"{bulk_rate:,.0f} messages/s",
         ">= 5,000/s",
         bulk_rate >= 5000,
     )
-    report(f"bulk ingest: RQ enqueue_many (no-op jobs, {BULK_CLIENTS} processes)", f"{rq_rate:,.0f} jobs/s")
-    report("bulk ingest: ratio to enqueue_many", f"{bulk_rate / rq_rate:.2f}")
+    report(
+        f"bulk ingest {label}: RQ enqueue_many (no-op jobs, {BULK_CLIENTS} processes)",
+        f"{rq_rate:,.0f} jobs/s",
+    )
+    report(f"bulk ingest {label}: ratio to enqueue_many", f"{bulk_rate / rq_rate:.2f}")
 
 
 def run_burst_worker(env: Env, queues: list[str], worker_class: str | None = None) -> None:
@@ -570,7 +573,9 @@ def main() -> None:
             if pg:
                 bench_ingest("PostgreSQL", pg, 5 if quick else 10)
         if want("bulk"):
-            bench_bulk_ingest(sqlite_url(tmp, "bulk.sqlite3"), 3 if quick else 10)
+            bench_bulk_ingest("SQLite", sqlite_url(tmp, "bulk.sqlite3"), 3 if quick else 10)
+            if pg:
+                bench_bulk_ingest("PostgreSQL", postgres_url() or pg, 3 if quick else 10)
         if want("delivery"):
             bench_delivery(sqlite_url(tmp, "delivery.sqlite3"), 300 if quick else 1000, None)
             bench_delivery(
