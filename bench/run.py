@@ -319,23 +319,37 @@ def finished_jobs_span(env: Env, queue: str) -> tuple[int, float]:
     return count, seconds
 
 
+SENT_COUNT = "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
+
+
+def sent_count(env: Env) -> int:
+    """Messages in status `sent` in `env`'s database."""
+    return int(env.django(SENT_COUNT).strip().splitlines()[-1])
+
+
+def create_messages(env: Env, count: int, *, bulk: bool) -> None:
+    """Store `count` SMS messages due now: one `message_create` each, or bulk sends of 1,000."""
+    item = "dict(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')"
+    if bulk:
+        code = (
+            "from messaging.services import message_create_bulk\n"
+            f"items = [{item} for n in range({count})]\n"
+            "for i in range(0, len(items), 1000): message_create_bulk(items=items[i:i+1000])\n"
+        )
+    else:
+        code = f"from messaging.services import message_create\nfor n in range({count}): message_create(**{item})\n"
+    env.django(code)
+
+
 def bench_delivery(database_url: str, count: int, worker_class: str | None) -> None:
     with provider(0) as url:
         flush_redis()
         env = Env(database_url, url)
         prepare(env)
-        env.django(
-            "from messaging.services import message_create\n"
-            f"for n in range({count}):\n"
-            "    message_create(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')\n"
-        )
+        create_messages(env, count, bulk=False)
         run_burst_worker(env, ["sms"], worker_class)
         _, delivery_elapsed = finished_jobs_span(env, "sms")
-        sent = int(
-            env.django(
-                "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
-            )
-        )
+        sent = sent_count(env)
         flush_redis()
         env.django(
             "import django_rq\n"
@@ -349,19 +363,10 @@ def bench_delivery(database_url: str, count: int, worker_class: str | None) -> N
             # The same messages sent as a bulk send: batch jobs of BULK_BATCH_SIZE, calls in flight.
             flush_redis()
             env.django("from messaging.models import Message; Message.objects.all().delete()")
-            env.django(
-                "from messaging.services import message_create_bulk\n"
-                "items = [dict(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')"
-                f" for n in range({count})]\n"
-                "for i in range(0, len(items), 1000): message_create_bulk(items=items[i:i+1000])\n"
-            )
+            create_messages(env, count, bulk=True)
             run_burst_worker(env, ["sms"], worker_class)
             _, batch_elapsed = finished_jobs_span(env, "sms")
-            batch_sent = int(
-                env.django(
-                    "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
-                )
-            )
+            batch_sent = sent_count(env)
             batch_rate = batch_sent / batch_elapsed
     delivery_rate, noop_rate = sent / delivery_elapsed, noop_done / noop_elapsed
     name = worker_class or "messaging.worker.Worker, in-process"
@@ -387,12 +392,7 @@ def bench_slow_provider(database_url: str, count: int, workers: int) -> None:
         flush_redis()
         env = Env(database_url, url)
         prepare(env)
-        env.django(
-            "from messaging.services import message_create_bulk\n"
-            "items = [dict(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')"
-            f" for n in range({count})]\n"
-            "for i in range(0, len(items), 1000): message_create_bulk(items=items[i:i+1000])\n"
-        )
+        create_messages(env, count, bulk=True)
         processes = [
             subprocess.Popen(
                 [PY, "manage.py", "rqworker", "sms", "--burst"],
@@ -406,11 +406,7 @@ def bench_slow_provider(database_url: str, count: int, workers: int) -> None:
         for process in processes:
             process.wait()
         _, elapsed = finished_jobs_span(env, "sms")
-        sent = int(
-            env.django(
-                "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
-            )
-        )
+        sent = sent_count(env)
     rate = sent / elapsed
     report(
         f"delivery, provider 100 ms, {workers} workers (bulk)",
@@ -462,11 +458,7 @@ def bench_scheduling(database_url: str, spread_count: int, burst_count: int) -> 
             sent = 0
             while time.monotonic() < deadline:
                 time.sleep(1)
-                sent = int(
-                    env.django(
-                        "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
-                    )
-                )
+                sent = sent_count(env)
                 if sent >= count:
                     break
             for process in [scheduler, *workers]:
@@ -496,20 +488,11 @@ def bench_footprint(database_url: str, count: int) -> None:
     env = Env(database_url)
     prepare(env)
     before = connection.info("memory")["used_memory"]
-    env.django(
-        "from messaging.services import message_create\n"
-        f"for n in range({count}):\n"
-        "    message_create(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')\n"
-    )
+    create_messages(env, count, bulk=False)
     single = (connection.info("memory")["used_memory"] - before) / count
     flush_redis()
     before = connection.info("memory")["used_memory"]
-    env.django(
-        "from messaging.services import message_create_bulk\n"
-        "items = [dict(channel='sms', workspace_external_id='66338', contact_id='c', recipient='+14155550123', body='hi')"
-        f" for n in range({count})]\n"
-        "for i in range(0, len(items), 1000): message_create_bulk(items=items[i:i+1000])\n"
-    )
+    create_messages(env, count, bulk=True)
     bulk = (connection.info("memory")["used_memory"] - before) / count
     worker = env.start([PY, "manage.py", "rqworker", "sms"])
     time.sleep(6)
@@ -543,6 +526,7 @@ def print_table() -> None:
         "flight per worker process; rate limits lifted (API and delivery) so the machinery is measured; "
         "provider: bench/provider.py (asyncio) on loopback"
     )
+    print()
     print("| figure | value | target | verdict |")
     print("| --- | --- | --- | --- |")
     for figure, value, target, verdict in rows:
