@@ -61,7 +61,7 @@ fuzz: install
 
 # Benchmarks (not run by CI): needs wrk for the HTTP load, installed from Debian's packages when missing.
 bench: install
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # Dashboard page timings at 1,000,000 messages (SQLite by default; BENCH_DATABASE_URL for PostgreSQL).

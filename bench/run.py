@@ -134,6 +134,17 @@ def postgres_url() -> str | None:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{PG_BENCH_DB}"
 
 
+def drop_postgres_database() -> None:
+    """Drop the run's PostgreSQL database (best effort)."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+    except Exception as exc:  # noqa: BLE001 - leaving it behind is harmless
+        print(f"  could not drop {PG_BENCH_DB}: {exc}", flush=True)
+
+
 def prepare(env: Env) -> str:
     """Migrate and return a new API key."""
     env.run("migrate", "--noinput")
@@ -571,6 +582,8 @@ def main() -> None:
             bench_scheduling(pg or sqlite_url(tmp, "sched.sqlite3"), 1000, 1000 if quick else 5000)
         if want("footprint"):
             bench_footprint(sqlite_url(tmp, "footprint.sqlite3"), 2000 if quick else 10000)
+        if pg:
+            drop_postgres_database()
     print_table()
 
 

@@ -50,7 +50,8 @@ def _preparer(field: models.Field, connection: Any) -> Callable[[Any], Any] | No
 @dataclass(frozen=True)
 class _InsertPlan:
     sql: str
-    auto_now_attnames: tuple[str, ...]
+    auto_now_attnames: tuple[str, ...]  # set on every insert
+    auto_now_add_attnames: tuple[str, ...]  # set when the instance has no value yet
     values_of: Callable[[Any], tuple]
     prepared_fields: tuple[tuple[int, models.Field], ...]
 
@@ -78,10 +79,11 @@ def _insert_plan(model: type[models.Model], connection: Any) -> _InsertPlan:
         )
         plan = _plans[key] = _InsertPlan(
             sql=sql,
-            auto_now_attnames=tuple(
+            auto_now_attnames=tuple(f.attname for f in fields if getattr(f, "auto_now", False)),
+            auto_now_add_attnames=tuple(
                 f.attname
                 for f in fields
-                if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+                if getattr(f, "auto_now_add", False) and not getattr(f, "auto_now", False)
             ),
             values_of=operator.attrgetter(*(field.attname for field in fields)),
             prepared_fields=tuple((i, f) for i, f in enumerate(fields) if _preparer(f, connection)),
@@ -92,8 +94,9 @@ def _insert_plan(model: type[models.Model], connection: Any) -> _InsertPlan:
 def insert_rows(objs: Sequence[models.Model], *, using: str | None = None) -> None:
     """INSERT `objs` (unsaved instances of one model, primary keys already set) in one `executemany`.
 
-    `auto_now` / `auto_now_add` fields get one timestamp (now, UTC) for all rows, as `save()` would
-    give each. After the call the instances are marked saved. Raises django.db.DatabaseError (e.g.
+    `auto_now` fields, and `auto_now_add` fields the caller left empty, get one timestamp (now, UTC)
+    for all rows, as `save()` would give each (a caller that sets `auto_now_add` itself, e.g. to the
+    same instant as other times it records, keeps its value). After the call the instances are marked saved. Raises django.db.DatabaseError (e.g.
     IntegrityError) from the driver; the caller's transaction then rolls back every row.
     """
     if not objs:
@@ -106,6 +109,10 @@ def insert_rows(objs: Sequence[models.Model], *, using: str | None = None) -> No
     for attname in plan.auto_now_attnames:
         for obj in objs:
             setattr(obj, attname, now)
+    for attname in plan.auto_now_add_attnames:
+        for obj in objs:
+            if getattr(obj, attname) is None:
+                setattr(obj, attname, now)
     preparers = [(i, _preparer(field, connection)) for i, field in plan.prepared_fields]
     rows = []
     for obj in objs:

@@ -200,6 +200,7 @@ def _mark_waiting(
     """Set the fields of a message that is about to be enqueued (not saved); `job_id` defaults to a new
     one."""
     message.status = Status.SCHEDULED if when else Status.QUEUED
+    message.accepted_at = message.accepted_at or now  # accepted and queued at the same instant
     message.scheduled_for = when if when else message.scheduled_for
     message.next_attempt_at = when
     message.queued_at = now

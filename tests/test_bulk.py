@@ -187,3 +187,11 @@ def test_a_batch_that_would_wait_long_for_the_rate_hands_the_rest_to_one_later_b
     due = connection.zscore(queues.SCHEDULED_JOBS_KEY, later_job)
     assert due is not None and due - time.time() > 30  # when the rate frees a slot, about a minute on
     assert len(sms_provider.log) == 2
+
+
+def test_messages_are_accepted_and_queued_at_the_same_instant(api):
+    api.post("/api/schedule-sms/bulk", {"messages": [sms(n) for n in range(3)]})
+    api.post("/api/schedule-sms", sms(9))
+    times = list(Message.objects.values_list("accepted_at", "queued_at"))
+    assert len(times) == 4
+    assert all(accepted == queued for accepted, queued in times)
