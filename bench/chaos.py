@@ -182,6 +182,8 @@ class Stack:
         busy = set()
         with contextlib.suppress(redis.exceptions.RedisError):
             for key in connection.scan_iter("rq:worker:*", count=100):
+                if connection.type(key) != b"hash":
+                    continue  # RQ keeps other per-worker keys (sets, lists) under the same prefix
                 state, pid = connection.hmget(key, "state", "pid")
                 if state == b"busy" and pid:
                     busy.add(int(pid))
