@@ -332,6 +332,21 @@ def message_cancel(*, message: Message) -> Message:
     return message
 
 
+def _requeue_failed(pk: Any, job_id: str, now: datetime) -> int:
+    """Move message `pk` from failed to queued with a fresh set of attempts and job `job_id`.
+
+    Conditional on the message still being failed; returns the number of rows moved (0 or 1).
+    """
+    return Message.objects.filter(pk=pk, status=Status.FAILED).update(
+        status=Status.QUEUED,
+        next_attempt_at=None,
+        queued_at=now,
+        failed_at=None,
+        max_attempts=F("attempts") + settings.DELIVERY_MAX_ATTEMPTS,
+        rq_job_id=job_id,
+    )
+
+
 @transaction.atomic
 def message_retry(*, message: Message) -> Message:
     """Queue a failed message again with a fresh set of attempts. Raises MessageStateError otherwise."""
@@ -342,14 +357,7 @@ def message_retry(*, message: Message) -> Message:
         .values_list("failed_at", flat=True)
         .first()
     )
-    updated = Message.objects.filter(pk=message.pk, status=Status.FAILED).update(
-        status=Status.QUEUED,
-        next_attempt_at=None,
-        queued_at=now,
-        failed_at=None,
-        max_attempts=F("attempts") + settings.DELIVERY_MAX_ATTEMPTS,
-        rq_job_id=job_id,
-    )
+    updated = _requeue_failed(message.pk, job_id, now)
     message.refresh_from_db()
     if not updated:
         raise MessageStateError(f"Only failed messages can be retried; this one is {message.status}.")
@@ -390,15 +398,7 @@ def failed_group_retry(
             now = timezone.now()
             for pk, _failed_at in batch:
                 job_id = queues.new_job_id()
-                updated = Message.objects.filter(pk=pk, status=Status.FAILED).update(
-                    status=Status.QUEUED,
-                    next_attempt_at=None,
-                    queued_at=now,
-                    failed_at=None,
-                    max_attempts=F("attempts") + settings.DELIVERY_MAX_ATTEMPTS,
-                    rq_job_id=job_id,
-                )
-                if updated:
+                if _requeue_failed(pk, job_id, now):
                     retried.append((str(pk), job_id))
             rollup.hours_mark_dirty(failed_at for _pk, failed_at in batch)
             transaction.on_commit(lambda items=retried: _enqueue_many(items, channel))
