@@ -328,18 +328,21 @@ def cancel_job(job_id: str) -> None:
         logger.warning("could not remove job %s from Redis", job_id)
 
 
+def _job_field(job_ids: list[str], field: str) -> list[bytes | None]:
+    """Return `field` of each job's hash in Redis (None where missing), in one pipelined round trip."""
+    with get_connection().pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(f"rq:job:{job_id}", field)
+        return pipe.execute()
+
+
 def job_states(job_ids: list[str]) -> dict[str, str | None]:
     """Return {job id: RQ status ("queued", "scheduled", "started", "finished", "failed", ...) or None}.
 
     None means the job hash is missing in Redis (never enqueued, expired, or lost in a Redis restart).
     One pipelined round trip. Raises redis.exceptions.RedisError when Redis cannot be reached.
     """
-    if not job_ids:
-        return {}
-    with get_connection().pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hget(f"rq:job:{job_id}", "status")
-        values = pipe.execute()
+    values = _job_field(job_ids, "status") if job_ids else []
     return {job_id: value.decode() if value else None for job_id, value in zip(job_ids, values, strict=True)}
 
 
@@ -348,12 +351,7 @@ def jobs_started_at(job_ids: list[str]) -> dict[str, datetime | None]:
 
     One pipelined round trip. Raises redis.exceptions.RedisError when Redis cannot be reached.
     """
-    if not job_ids:
-        return {}
-    with get_connection().pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hget(f"rq:job:{job_id}", "started_at")
-        values = pipe.execute()
+    values = _job_field(job_ids, "started_at") if job_ids else []
     result: dict[str, datetime | None] = {}
     for job_id, value in zip(job_ids, values, strict=True):
         try:

@@ -73,13 +73,7 @@ def test_gunicorn_with_the_config_file_serves_and_stops_cleanly_on_sigterm(redis
         output = web.stdout.read().decode()
         assert "GET /health/ready" in output  # access log on stdout, from the config file
     finally:
-        if web.poll() is None:
-            web.terminate()
-            try:
-                web.wait(20)
-            except subprocess.TimeoutExpired:
-                web.kill()
-                web.wait()
+        stop_gunicorn(web)
 
 
 @pytest.mark.processes
@@ -115,7 +109,12 @@ def test_with_the_database_down_the_api_answers_503_quickly(redis_clean, setting
         }
         assert response.elapsed.total_seconds() < 5
     finally:
-        # SIGTERM, not SIGKILL: the master then stops its workers (a killed master leaves them running).
+        stop_gunicorn(web)
+
+
+def stop_gunicorn(web: subprocess.Popen) -> None:
+    """SIGTERM, not SIGKILL: the master then stops its workers (a killed master leaves them running)."""
+    if web.poll() is None:
         web.terminate()
         try:
             web.wait(20)
