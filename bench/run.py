@@ -1,18 +1,29 @@
 """Benchmark suite: `make bench`. Prints one table; every ratio is measured side by side in this run.
 
-Scenarios (all traffic on loopback; a private Redis database and throw-away databases):
-- ingest: accepted SMS/s through POST /api/schedule-sms under `gunicorn -w 2`, driven by wrk, divided
-  by a trivial JSON view (/health) on the same server; on SQLite and on PostgreSQL.
-- bulk ingest: messages/s through POST /api/schedule-sms/bulk (1,000 per request), divided by RQ's own
+Scenarios (all traffic on loopback; a private Redis database and throw-away databases; `--only` names):
+- ingest: accepted SMS/s through POST /api/schedule-sms under gunicorn with config/gunicorn.py,
+  driven by wrk, divided by a trivial JSON view (/health) on the same server; SQLite and PostgreSQL.
+- bulk: messages/s through POST /api/schedule-sms/bulk (1,000 per request), divided by RQ's own
   `enqueue_many` rate for no-op jobs.
-- delivery: single-message jobs per second for one `rqworker` process against a provider that answers
-  at once, divided by no-op jobs with the same worker class; and bulk messages per second with at most
-  4 worker processes when the provider answers after 100 ms.
-- scheduling: 1,000 messages at spread times and 5,000 due in the same second: lateness p50/p99/max,
-  early sends (must be 0), and how long the burst takes.
+- delivery, slow, ai, batch, fork: delivery with the delivery rate limits off, every worker process
+  started with `--burst` on a prepared queue; rates from RQ's own job timestamps (first job started to
+  last job ended), so process start-up is not counted. Each verdict also needs every message sent.
+  - delivery: single-message jobs for ONE process of the service's worker (`rqworker`, many
+    deliveries in flight) against a provider that answers at once, divided by RQ's SimpleWorker on
+    no-op jobs in the same run (target >= 0.7); SQLite and PostgreSQL.
+  - slow: the provider answers after 100 ms, single-message jobs: 1 worker process (>= 200 msg/s, on
+    SQLite) and 4 (>= 600 msg/s, on SQLite and PostgreSQL).
+  - ai: AI replies, a model that answers after 2 s (bench/provider.py as AI_API_URL) and a second
+    provider taking the callbacks: 1 worker process on queue `ai` (>= 10 replies/s); SQLite.
+  - batch: bulk sends (batch jobs), 4 worker processes, provider at 100 ms (no lower than 577 msg/s);
+    SQLite and PostgreSQL.
+  - fork: single-message jobs through `--worker-class messaging.delivery.worker.ForkWorker` (a
+    work horse per job), provider at once; no target; SQLite.
+- scheduling: 1,000 messages at spread times and 5,000 due in the same second, 2 workers: lateness
+  p50/p99/max, early sends (must be 0), and how long the burst takes.
 - footprint: Redis bytes per queued message, worker resident memory.
 
-Usage: python bench/run.py [--quick] [--skip-postgres]
+Usage: python bench/run.py [--quick] [--skip-postgres] [--only delivery,slow,...]
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import requests
 
@@ -45,6 +57,11 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0
 PG_BENCH_DB = "qs_bench"
 # Concurrent clients posting bulk requests (one per core here), and as many enqueue_many processes.
 BULK_CLIENTS = 2
+FORK_WORKER = "messaging.delivery.worker.ForkWorker"
+SCENARIOS = ("ingest", "bulk", "delivery", "slow", "ai", "batch", "fork", "scheduling", "footprint")
+# Worker logs of the delivery scenarios (set by main to the run's temporary directory).
+LOG_DIR = Path(tempfile.gettempdir())
+PROBLEMS: list[str] = []  # worker processes that exited non-zero or did not finish
 
 rows: list[tuple[str, str, str, str]] = []  # (figure, value, target, verdict)
 
@@ -72,6 +89,19 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def wait_port(port: int, timeout: float = 30) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port` (a provider with a delay answers
+    requests only after it, so this does not wait for an answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 class Env:
     """Settings for one database: environment for subprocesses and an in-process Django."""
 
@@ -87,11 +117,12 @@ class Env:
             "SMS_API_URL": provider_url,
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
-            # Benchmarks measure the machinery, not the configured provider rate limits.
+            # Benchmarks measure the machinery, not the configured rate limits: the API's is lifted,
+            # the delivery rate limits are off (empty).
             "API_RATE_LIMIT_PER_KEY": "1000000/second",
-            "DELIVERY_RATE_SMS": "100000/second",
-            "DELIVERY_RATE_EMAIL": "100000/second",
-            "DELIVERY_RATE_AI": "100000/second",
+            "DELIVERY_RATE_SMS": "",
+            "DELIVERY_RATE_EMAIL": "",
+            "DELIVERY_RATE_AI": "",
             **extra,
         }
 
@@ -126,7 +157,7 @@ def postgres_url() -> str | None:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB}")
+            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
             conn.execute(f"CREATE DATABASE {PG_BENCH_DB}")
     except Exception as exc:  # noqa: BLE001 - any failure means "skip PostgreSQL"
         print(f"  PostgreSQL unavailable ({exc}); skipping it", flush=True)
@@ -159,7 +190,7 @@ def provider(delay_ms: int = 0):
         [PY, str(ROOT / "bench" / "provider.py"), "--port", str(port), "--delay-ms", str(delay_ms)], cwd=ROOT
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/")
+        wait_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -305,37 +336,69 @@ def bench_bulk_ingest(label: str, database_url: str, requests_count: int) -> Non
     report(f"bulk ingest {label}: ratio to enqueue_many", f"{bulk_rate / rq_rate:.2f}")
 
 
-def run_burst_worker(env: Env, queues: list[str], worker_class: str | None = None) -> None:
-    args = [PY, "manage.py", "rqworker", *queues, "--burst"]
-    if worker_class:
-        args += ["--worker-class", worker_class]
-    subprocess.run(args, cwd=ROOT, env=env.vars, check=True, capture_output=True)
+# --- Delivery -------------------------------------------------------------------------------------
+# Every delivery scenario: delivery rate limits off, a fresh database, the messages stored and their
+# jobs queued first, then worker processes started with `--burst` on the prepared queue and waited
+# for. Rates come from RQ's own job timestamps (first job started -> last job ended), so the worker
+# processes' start-up and exit are not counted.
+
+# Seconds a burst worker may take before it counts as "did not finish": this plus 1 s per 20 jobs.
+WORKER_TIMEOUT_BASE = 120
+WORKER_FOR_SIGTERM = 30  # seconds between SIGTERM and SIGKILL for a worker that did not finish
 
 
-def finished_jobs_span(env: Env, queue: str) -> tuple[int, float]:
-    """Return (finished jobs on `queue`, seconds from the first job's start to the last job's end).
+class Span(NamedTuple):
+    """What RQ recorded for one queue after a run: finished jobs and their span, failed jobs, jobs
+    left on the queue, finished jobs per worker, and how far apart the workers started their first job."""
 
-    Read from RQ's own job records, so a worker process's start-up and exit are not counted.
-    """
+    count: int
+    seconds: float
+    failed: int
+    left: int
+    per_worker: list[int]
+    start_spread: float
+
+
+def finished_jobs_span(env: Env, queue: str) -> Span:
+    """Read RQ's own job records for `queue`, so a worker process's start-up and exit are not counted."""
     code = (
         "import json\n"
         "from messaging import queues\n"
-        "from rq.registry import FinishedJobRegistry\n"
+        "from rq.registry import FailedJobRegistry, FinishedJobRegistry\n"
         f"q = queues.get_queue({queue!r})\n"
         "ids = FinishedJobRegistry(queue=q).get_job_ids()\n"
         "jobs = [j for j in q.job_class.fetch_many(ids, connection=q.connection) if j]\n"
-        "print(json.dumps([len(jobs), (max(j.ended_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()]))\n"
+        "first, counts = {}, {}\n"
+        "for j in jobs:\n"
+        "    name = j.worker_name or '?'\n"
+        "    counts[name] = counts.get(name, 0) + 1\n"
+        "    first[name] = min(first.get(name, j.started_at), j.started_at)\n"
+        "span = (max(j.ended_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds() if jobs else 0.0\n"
+        "spread = (max(first.values()) - min(first.values())).total_seconds() if first else 0.0\n"
+        "print(json.dumps([len(jobs), span, FailedJobRegistry(queue=q).count, q.count,"
+        " sorted(counts.values(), reverse=True), spread]))\n"
     )
-    count, seconds = json.loads(env.django(code).strip().splitlines()[-1])
-    return count, seconds
+    return Span(*json.loads(env.django(code).strip().splitlines()[-1]))
 
 
-SENT_COUNT = "from messaging.models import Message; print(Message.objects.filter(status='sent').count())"
+def sent_count(env: Env, channel: str | None = None) -> int:
+    """Messages in status `sent` in `env`'s database (on `channel` only, if given)."""
+    where = f", channel={channel!r}" if channel else ""
+    code = (
+        f"from messaging.models import Message; print(Message.objects.filter(status='sent'{where}).count())"
+    )
+    return int(env.django(code).strip().splitlines()[-1])
 
 
-def sent_count(env: Env) -> int:
-    """Messages in status `sent` in `env`'s database."""
-    return int(env.django(SENT_COUNT).strip().splitlines()[-1])
+def status_counts(env: Env) -> str:
+    """Messages per status, e.g. "sent 1990, queued 10" (evidence when not everything was sent)."""
+    code = (
+        "from django.db.models import Count\n"
+        "from messaging.models import Message\n"
+        "print(', '.join(f'{r[\"status\"]} {r[\"n\"]}' for r in"
+        " Message.objects.values('status').annotate(n=Count('pk')).order_by('-n')))\n"
+    )
+    return env.django(code).strip().splitlines()[-1]
 
 
 def create_messages(env: Env, count: int, *, bulk: bool) -> None:
@@ -352,79 +415,195 @@ def create_messages(env: Env, count: int, *, bulk: bool) -> None:
     env.django(code)
 
 
-def bench_delivery(database_url: str, count: int, worker_class: str | None) -> None:
+def create_ai_requests(env: Env, count: int, callback_url: str) -> None:
+    """Store `count` AI-reply requests (queue `ai`) through `ai_request_create`; it is given the
+    workspace the way its signature asks (`workspace_external_id=` or `workspace=`)."""
+    code = (
+        "import inspect\n"
+        "from messaging.services import ai_request_create\n"
+        "from messaging.workspaces import workspace_get_or_create\n"
+        "params = inspect.signature(ai_request_create).parameters\n"
+        "ws = {'workspace_external_id': '66338'} if 'workspace_external_id' in params else"
+        " {'workspace': workspace_get_or_create(external_id='66338')}\n"
+        f"for n in range({count}):\n"
+        "    ai_request_create(**ws, contact_id='c', external_message_id=f'm{n}', body='hi',"
+        f" callback_url={callback_url!r}, rate_limit_key=f'k{{n}}')\n"
+    )
+    env.django(code)
+
+
+def enqueue_noop_jobs(env: Env, queue: str, count: int) -> None:
+    """Put `count` no-op jobs (bench.noop.noop) on `queue`, 1,000 per pipeline."""
+    env.django(
+        "import django_rq\n"
+        "from rq import Queue\n"
+        f"q = django_rq.get_queue({queue!r})\n"
+        f"for i in range(0, {count}, 1000):\n"
+        "    with q.connection.pipeline() as pipe:\n"
+        f"        q.enqueue_many([Queue.prepare_data('bench.noop.noop', args=(n,)) for n in range(i, min(i + 1000, {count}))], pipeline=pipe)\n"
+        "        pipe.execute()\n"
+    )
+
+
+def run_burst_workers(
+    env: Env, queues: list[str], processes: int, *, jobs: int, worker_class: str | None = None, name: str
+) -> list[str]:
+    """Start `processes` `rqworker --burst` processes on the prepared `queues` at once and wait for
+    all of them. Returns problems (a worker that exited non-zero or did not finish in time, with
+    the end of its log); their logs are kept in LOG_DIR."""
+    args = [PY, "manage.py", "rqworker", *queues, "--burst"]
+    if worker_class:
+        args += ["--worker-class", worker_class]
+    logs = [LOG_DIR / f"{re.sub(r'[^a-z0-9]+', '-', name.lower())}-{n}.log" for n in range(processes)]
+    started = [env.start(args, str(log)) for log in logs]
+    deadline = time.monotonic() + WORKER_TIMEOUT_BASE + jobs / 20
+    problems = []
+    for n, (process, log) in enumerate(zip(started, logs, strict=True)):
+        try:
+            code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=WORKER_FOR_SIGTERM)
+                code = f"did not finish in {WORKER_TIMEOUT_BASE + jobs / 20:.0f} s (stopped by SIGTERM)"
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                code = f"did not finish in {WORKER_TIMEOUT_BASE + jobs / 20:.0f} s, nor on SIGTERM (killed)"
+        if code != 0:
+            tail = " | ".join(Path(log).read_text(errors="replace").strip().splitlines()[-3:])
+            problems.append(f"worker {n + 1}/{processes}: exit {code}; log {log}: {tail}")
+    for problem in problems:
+        print(f"  PROBLEM {name}: {problem}", flush=True)
+    PROBLEMS.extend(problems)
+    return problems
+
+
+def rate_details(span: Span, sent: int, count: int, problems: list[str], env: Env) -> str:
+    """The part of a value in brackets: sent, and whatever looks wrong (failed or left-over jobs,
+    workers that did not finish); for several workers, jobs per worker and how far apart they began."""
+    parts = [f"{sent:,}/{count:,} sent"]
+    if sent != count:
+        parts.append(f"messages: {status_counts(env)}")
+    if span.failed or span.left:
+        parts.append(f"{span.failed} failed jobs, {span.left} left on the queue")
+    if len(span.per_worker) > 1:
+        parts.append(
+            f"jobs per process {'/'.join(f'{n:,}' for n in span.per_worker)}, first jobs within {span.start_spread:.1f} s"
+        )
+    if problems:
+        parts.append(f"{len(problems)} worker problem(s), see above")
+    return "; ".join(parts)
+
+
+def deliver_and_measure(
+    env: Env, name: str, count: int, *, queue: str, processes: int, worker_class: str | None = None
+) -> tuple[float, str, bool]:
+    """Run burst workers over the prepared queue; return (messages sent per second, details, clean)."""
+    problems = run_burst_workers(env, [queue], processes, jobs=count, worker_class=worker_class, name=name)
+    span = finished_jobs_span(env, queue)
+    sent = sent_count(env, queue if queue == "ai" else None)
+    rate = sent / span.seconds if span.seconds else 0.0
+    clean = sent == count and not problems and not span.failed and not span.left
+    return rate, rate_details(span, sent, count, problems, env), clean
+
+
+def fresh_database(label: str, tmp: Path, name: str) -> str | None:
+    """A new empty database for one scenario: an SQLite file, or the PostgreSQL database re-created."""
+    return sqlite_url(tmp, f"{name}.sqlite3") if label == "SQLite" else postgres_url()
+
+
+def noop_rate(database_url: str, count: int) -> float:
+    """No-op jobs per second for one RQ SimpleWorker process (the baseline of the delivery ratio)."""
+    flush_redis()
+    env = Env(database_url)
+    enqueue_noop_jobs(env, "sms", count)
+    problems = run_burst_workers(
+        env, ["sms"], 1, jobs=count, worker_class="rq.worker.SimpleWorker", name="noop SimpleWorker"
+    )
+    span = finished_jobs_span(env, "sms")
+    flush_redis()
+    rate = span.count / span.seconds if span.seconds else 0.0
+    report(
+        "delivery: RQ SimpleWorker, 1 process: no-op jobs (bench.noop.noop)",
+        f"{rate:,.0f} jobs/s ({span.count:,}/{count:,} done"
+        + (f"; {len(problems)} worker problem(s)" if problems else "")
+        + ")",
+    )
+    return rate
+
+
+def bench_delivery(label: str, database_url: str, count: int, baseline: float) -> None:
+    """(a) Single-message jobs, provider answering at once, one process of the service's worker;
+    divided by RQ SimpleWorker's no-op jobs per second (`baseline`) in the same run."""
     with provider(0) as url:
         flush_redis()
         env = Env(database_url, url)
         prepare(env)
         create_messages(env, count, bulk=False)
-        run_burst_worker(env, ["sms"], worker_class)
-        _, delivery_elapsed = finished_jobs_span(env, "sms")
-        sent = sent_count(env)
+        name = f"delivery {label}, provider at once, 1 worker process"
+        rate, details, clean = deliver_and_measure(env, name, count, queue="sms", processes=1)
         flush_redis()
-        env.django(
-            "import django_rq\n"
-            "q = django_rq.get_queue('sms')\n"
-            f"for n in range({count}): q.enqueue('bench.noop.noop', n)\n"
-        )
-        run_burst_worker(env, ["sms"], worker_class)
-        noop_done, noop_elapsed = finished_jobs_span(env, "sms")
-        batch_rate = None
-        if worker_class is None:
-            # The same messages sent as a bulk send: batch jobs of BULK_BATCH_SIZE, calls in flight.
-            flush_redis()
-            env.django("from messaging.models import Message; Message.objects.all().delete()")
-            create_messages(env, count, bulk=True)
-            run_burst_worker(env, ["sms"], worker_class)
-            _, batch_elapsed = finished_jobs_span(env, "sms")
-            batch_sent = sent_count(env)
-            batch_rate = batch_sent / batch_elapsed
-    delivery_rate, noop_rate = sent / delivery_elapsed, noop_done / noop_elapsed
-    name = worker_class or "messaging.worker.Worker, in-process"
-    report(f"delivery, 1 worker ({name}): messages", f"{delivery_rate:,.1f} msg/s ({sent}/{count} sent)")
-    report(f"delivery, 1 worker ({name}): no-op jobs", f"{noop_rate:,.1f} jobs/s")
+    report(f"{name} (service's worker): single-message jobs", f"{rate:,.0f} msg/s ({details})")
     report(
-        f"delivery, 1 worker ({name}): ratio",
-        f"{delivery_rate / noop_rate:.2f}",
+        f"{name}: ratio to RQ SimpleWorker no-op jobs",
+        f"{rate / baseline:.2f}" if baseline else "n/a",
         ">= 0.7",
-        delivery_rate / noop_rate >= 0.7,
+        bool(baseline) and rate / baseline >= 0.7 and clean,
     )
-    if batch_rate is not None:
-        report(
-            f"delivery, 1 worker ({name}): bulk messages (batch jobs)",
-            f"{batch_rate:,.1f} msg/s ({batch_sent}/{count} sent; {batch_rate / noop_rate:.2f} of the no-op job rate)",
-            ">= 0.7",
-            batch_rate / noop_rate >= 0.7 and batch_sent == count,
+
+
+def bench_fork(label: str, database_url: str, count: int) -> None:
+    """(e) The same single-message jobs through rq's forking worker (a work horse per job)."""
+    with provider(0) as url:
+        flush_redis()
+        env = Env(database_url, url)
+        prepare(env)
+        create_messages(env, count, bulk=False)
+        name = f"delivery {label}, provider at once, 1 ForkWorker process"
+        rate, details, _ = deliver_and_measure(
+            env, name, count, queue="sms", processes=1, worker_class=FORK_WORKER
         )
+        flush_redis()
+    report(f"{name}: single-message jobs", f"{rate:,.1f} msg/s ({details})")
 
 
-def bench_slow_provider(database_url: str, count: int, workers: int) -> None:
+def bench_slow(
+    label: str, database_url: str, count: int, processes: int, target: float, *, bulk: bool
+) -> None:
+    """(b, d) Provider answering after 100 ms: single-message jobs or bulk batch jobs, `processes`
+    worker processes of the service's worker."""
     with provider(100) as url:
         flush_redis()
         env = Env(database_url, url)
         prepare(env)
-        create_messages(env, count, bulk=True)
-        processes = [
-            subprocess.Popen(
-                [PY, "manage.py", "rqworker", "sms", "--burst"],
-                cwd=ROOT,
-                env=env.vars,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(workers)
-        ]
-        for process in processes:
-            process.wait()
-        _, elapsed = finished_jobs_span(env, "sms")
-        sent = sent_count(env)
-    rate = sent / elapsed
+        create_messages(env, count, bulk=bulk)
+        plural = "es" if processes > 1 else ""
+        kind = "bulk batch jobs" if bulk else "single-message jobs"
+        name = f"delivery {label}, provider 100 ms, {processes} worker process{plural}"
+        rate, details, clean = deliver_and_measure(env, name, count, queue="sms", processes=processes)
+        flush_redis()
     report(
-        f"delivery, provider 100 ms, {workers} workers (bulk)",
-        f"{rate:,.0f} msg/s ({sent}/{count} sent)",
-        ">= 300/s",
-        rate >= 300 and sent == count,
+        f"{name}: {kind}",
+        f"{rate:,.0f} msg/s ({details})",
+        f">= {target:,.0f}/s",
+        rate >= target and clean,
     )
+
+
+def bench_ai(label: str, database_url: str, count: int) -> None:
+    """(c) AI replies: the model (bench/provider.py at AI_API_URL) answers after 2 s, a second
+    provider takes the callbacks; one worker process on queue `ai`."""
+    with provider(2000) as model_url, provider(0) as receiver_url:
+        flush_redis()
+        receiver = receiver_url.removeprefix("http://")
+        env = Env(database_url, AI_API_URL=model_url, CALLBACK_ALLOWED_HOSTS=receiver)
+        prepare(env)
+        create_ai_requests(env, count, f"{receiver_url}/callback")
+        name = f"AI replies {label}, model answers after 2 s, 1 worker process"
+        rate, details, clean = deliver_and_measure(env, name, count, queue="ai", processes=1)
+        flush_redis()
+    report(f"{name}: replies sent", f"{rate:,.1f} replies/s ({details})", ">= 10/s", rate >= 10 and clean)
 
 
 def lateness_stats(env: Env) -> dict:
@@ -521,6 +700,19 @@ def bench_footprint(database_url: str, count: int) -> None:
     report("footprint: worker resident memory (idle, after start)", f"{rss_kb / 1024:,.0f} MiB")
 
 
+def service_settings() -> str:
+    """The worker settings the delivery figures were measured with, as the service reads them."""
+    code = (
+        "from django.conf import settings as s\n"
+        "print(s.RQ['WORKER_CLASS'], s.WORKER_CONCURRENCY, s.BULK_BATCH_SIZE, s.ENQUEUE_BATCH_MS)\n"
+    )
+    worker, concurrency, batch, enqueue_ms = Env("sqlite://:memory:").django(code).split()
+    return (
+        f"ENQUEUE_BATCH_MS {float(enqueue_ms):g}; worker {worker} unless named, WORKER_CONCURRENCY "
+        f"{concurrency} (deliveries in flight per worker process); bulk batches of {batch}"
+    )
+
+
 def print_table() -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next(
@@ -531,11 +723,8 @@ def print_table() -> None:
         f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}"
     )
     print(
-        f"Settings: web {gunicorn_settings()}, ENQUEUE_BATCH_MS {os.environ.get('ENQUEUE_BATCH_MS', '5')} "
-        f"(service default); worker messaging.worker.Worker (jobs in-process) unless named; bulk batches of "
-        f"{os.environ.get('BULK_BATCH_SIZE', '100')}, {os.environ.get('BULK_DELIVERY_CONCURRENCY', '25')} calls in "
-        "flight per worker process; rate limits lifted (API and delivery) so the machinery is measured; "
-        "provider: bench/provider.py (asyncio) on loopback"
+        f"Settings: web {gunicorn_settings()}; {service_settings()}; API rate limit lifted and delivery "
+        "rate limits off, so the machinery is measured; provider: bench/provider.py (asyncio) on loopback"
     )
     print()
     print("| figure | value | target | verdict |")
@@ -544,21 +733,49 @@ def print_table() -> None:
         print(f"| {figure} | {value} | {target} | {verdict} |")
 
 
+def run_delivery(want, tmp: Path, postgres: bool, quick: bool) -> None:  # noqa: ANN001 - a predicate
+    """The delivery scenarios (see the module docstring), SQLite first, then PostgreSQL where cheap."""
+    labels = ["SQLite", "PostgreSQL"] if postgres else ["SQLite"]
+    if want("delivery"):
+        count = 500 if quick else 2000
+        baseline = noop_rate(sqlite_url(tmp, "noop.sqlite3"), count)
+        for label in labels:
+            if database := fresh_database(label, tmp, "delivery"):
+                bench_delivery(label, database, count, baseline)
+    if want("slow"):
+        bench_slow("SQLite", sqlite_url(tmp, "slow1.sqlite3"), 600 if quick else 2000, 1, 200, bulk=False)
+        for label in labels:
+            if database := fresh_database(label, tmp, "slow4"):
+                bench_slow(label, database, 1800 if quick else 6000, 4, 600, bulk=False)
+    if want("ai"):
+        bench_ai("SQLite", sqlite_url(tmp, "ai.sqlite3"), 100 if quick else 300)
+    if want("batch"):
+        for label in labels:
+            if database := fresh_database(label, tmp, "batch"):
+                bench_slow(label, database, 2000 if quick else 6000, 4, 577, bulk=True)
+    if want("fork"):
+        bench_fork("SQLite", sqlite_url(tmp, "fork.sqlite3"), 60 if quick else 200)
+
+
 def main() -> None:
+    global LOG_DIR
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs")
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument(
-        "--only", default="", help="comma-separated: ingest,bulk,delivery,slow,scheduling,footprint"
-    )
+    parser.add_argument("--only", default="", help=f"comma-separated: {','.join(SCENARIOS)}")
     options = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed for the ingest benchmark: apt-get install wrk (make bench does this)")
     only = set(filter(None, options.only.split(",")))
+    if only - set(SCENARIOS):
+        parser.error(
+            f"--only: unknown {','.join(sorted(only - set(SCENARIOS)))} (known: {','.join(SCENARIOS)})"
+        )
     want = lambda name: not only or name in only  # noqa: E731
+    if want("ingest") and not shutil.which("wrk"):
+        sys.exit("wrk is needed for the ingest benchmark: apt-get install wrk (make bench does this)")
     quick = options.quick
+    LOG_DIR = Path(tempfile.mkdtemp(prefix="qs-bench-logs-"))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         pg = None if options.skip_postgres else postgres_url()
@@ -571,20 +788,19 @@ def main() -> None:
             bench_bulk_ingest("SQLite", sqlite_url(tmp, "bulk.sqlite3"), 3 if quick else 10)
             if pg:
                 bench_bulk_ingest("PostgreSQL", postgres_url() or pg, 3 if quick else 10)
-        if want("delivery"):
-            bench_delivery(sqlite_url(tmp, "delivery.sqlite3"), 300 if quick else 1000, None)
-            bench_delivery(
-                sqlite_url(tmp, "delivery2.sqlite3"), 300 if quick else 1000, "messaging.worker.ForkWorker"
-            )
-        if want("slow"):
-            bench_slow_provider(pg or sqlite_url(tmp, "slow.sqlite3"), 1000 if quick else 4000, 4)
+        run_delivery(want, tmp, bool(pg), quick)
         if want("scheduling"):
-            bench_scheduling(pg or sqlite_url(tmp, "sched.sqlite3"), 1000, 1000 if quick else 5000)
+            database = (pg and postgres_url()) or sqlite_url(tmp, "sched.sqlite3")
+            bench_scheduling(database, 1000, 1000 if quick else 5000)
         if want("footprint"):
             bench_footprint(sqlite_url(tmp, "footprint.sqlite3"), 2000 if quick else 10000)
         if pg:
             drop_postgres_database()
     print_table()
+    if any(LOG_DIR.iterdir()) and PROBLEMS:
+        print(f"\nWorker logs of the delivery scenarios: {LOG_DIR}")
+    else:
+        shutil.rmtree(LOG_DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":

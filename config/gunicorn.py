@@ -32,7 +32,7 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
 def worker_exit(server, worker):
     """Enqueue the messages this worker accepted but has not yet handed to Redis (ENQUEUE_BATCH_MS)."""
     try:
-        from messaging.queues import enqueue_buffer
+        from messaging.delivery.outbox import buffer
     except Exception:  # noqa: BLE001 - the app never loaded: nothing was accepted
         return
-    enqueue_buffer.flush()
+    buffer.flush()

@@ -63,10 +63,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Before django_rq: its `rqworker` command is extended here (--concurrency).
+    "messaging",
     "django_rq",
     "axes",
     "csp",
-    "messaging",
     "dashboard",
 ]
 
@@ -145,15 +146,25 @@ _queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}
 RQ_QUEUES = {name: dict(_queue) for name in ("default", "sms", "email", "ai")}
 
 RQ_SHOW_ADMIN_LINK = True
-# `manage.py rqworker` uses messaging.worker.Worker: it logs queues, retry policy, rate limits and
-# provider URLs at start, and waits for Redis to come back instead of exiting. Every job gets the
-# retention of messaging.queues.RetainedJob unless it sets its own; the scheduler survives Redis
-# restarts and re-registers the periodic jobs (messaging/periodic.py).
+# `manage.py rqworker` uses the concurrent worker (messaging/delivery/worker.py): many deliveries in
+# flight per process; it logs queues, retry policy, rate limits and provider URLs at start, and waits
+# for Redis to come back instead of exiting. Every job gets the retention of
+# messaging.queues.RetainedJob unless it sets its own; the scheduler survives Redis restarts and
+# re-registers the periodic jobs (messaging/delivery/periodic.py).
 RQ = {
     "JOB_CLASS": "messaging.queues.RetainedJob",
-    "WORKER_CLASS": "messaging.worker.Worker",
-    "SCHEDULER_CLASS": "messaging.periodic.MaintainingScheduler",
+    "WORKER_CLASS": "messaging.delivery.worker.Worker",
+    "SCHEDULER_CLASS": "messaging.delivery.periodic.MaintainingScheduler",
 }
+# Deliveries (provider calls) one worker process keeps in flight (`rqworker --concurrency N` too).
+# Chosen by measurement (README, "Performance"): 32 keeps a 100 ms provider busy from one process
+# without the threads fighting over the interpreter; a batch job of a bulk send uses the same
+# threads. BULK_DELIVERY_CONCURRENCY is its earlier name.
+WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=env.int("BULK_DELIVERY_CONCURRENCY", default=32))
+# Threads for the other jobs a worker runs (the sweep, retention); each may hold a database connection.
+WORKER_JOB_THREADS = env.int("WORKER_JOB_THREADS", default=2)
+if WORKER_CONCURRENCY < 1 or WORKER_JOB_THREADS < 1:
+    raise ImproperlyConfigured("WORKER_CONCURRENCY and WORKER_JOB_THREADS must be at least 1.")
 
 # --- Recovery, idempotency and retention ----------------------------------------------------------
 # Seconds between runs of the outbox sweep (a periodic rq-scheduler job; also `manage.py sweep_messages`).
@@ -195,10 +206,9 @@ if PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT >= RQ_JOB_TIMEOUT:
 # takes effect everywhere within this time.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 WORKSPACE_CACHE_SECONDS = env.float("WORKSPACE_CACHE_SECONDS", default=30.0)
-# Bulk sends: messages per batch job, and provider calls a batch job keeps in flight at once.
+# Bulk sends: messages per request at most, and per batch job.
 BULK_MAX_ITEMS = env.int("BULK_MAX_ITEMS", default=1000)
 BULK_BATCH_SIZE = env.int("BULK_BATCH_SIZE", default=100)
-BULK_DELIVERY_CONCURRENCY = env.int("BULK_DELIVERY_CONCURRENCY", default=25)
 # Longest a message may be scheduled ahead, in days.
 SCHEDULE_MAX_DAYS = env.int("SCHEDULE_MAX_DAYS", default=366)
 # Largest request body the API accepts, in bytes (a 1,000-item bulk request fits).
@@ -274,6 +284,12 @@ DELIVERY_RATE_LIMITS = {
     "email": env.str("DELIVERY_RATE_EMAIL", default="100/second"),
     "ai": env.str("DELIVERY_RATE_AI", default="10/second"),
 }
+# Milliseconds added to every delivery-rate window: a call starts within half of it after its reserved
+# slot, so no window of the limit's length at the provider sees more calls than the limit (at
+# 20/second: 20 calls in any 1.05 s, so at most 20 in any second).
+DELIVERY_RATE_GUARD_MS = env.float("DELIVERY_RATE_GUARD_MS", default=50.0)
+if not 0 <= DELIVERY_RATE_GUARD_MS <= 1000:
+    raise ImproperlyConfigured("DELIVERY_RATE_GUARD_MS must be between 0 and 1000.")
 for _name, _spec in [
     ("AI_RATE_LIMIT_PER_KEY", AI_RATE_LIMIT_PER_KEY),
     ("AI_RATE_LIMIT_PER_WORKSPACE", AI_RATE_LIMIT_PER_WORKSPACE),

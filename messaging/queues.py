@@ -1,18 +1,19 @@
-"""Redis queues: one shared connection per process, enqueueing delivery jobs now or at a time.
+"""Redis queues: one shared connection per process, and putting delivery jobs on the queues (now or,
+through rq-scheduler, at a time) in one pipeline.
 
-Jobs carry only the message id (see DESIGN.md, "Flow"): payloads stay in the database.
+Jobs carry only message ids: payloads stay in the database, so Redis holds no personal data and a
+cancel or edit is seen by the worker.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import django_rq
@@ -22,11 +23,14 @@ from rq import Queue
 from rq.job import Job
 from rq.utils import utcparse
 from rq_scheduler import Scheduler
+from rq_scheduler.utils import to_unix
 
 logger = logging.getLogger(__name__)
 
-DELIVER_JOB = "messaging.jobs.deliver"
-DELIVER_BATCH_JOB = "messaging.jobs.deliver_batch"
+DELIVER_JOB = "messaging.delivery.jobs.deliver"
+DELIVER_BATCH_JOB = "messaging.delivery.jobs.deliver_batch"
+# Job functions queued by earlier versions under these paths still run (messaging/jobs.py re-exports).
+DELIVERY_JOBS = {DELIVER_JOB, DELIVER_BATCH_JOB, "messaging.jobs.deliver", "messaging.jobs.deliver_batch"}
 # Batch job ids start with this, so cancelling one message never removes a job shared with others.
 BATCH_JOB_PREFIX = "batch-"
 QUEUE_NAMES = ("sms", "email", "ai")
@@ -93,14 +97,14 @@ _queues: dict[str, Queue] = {}
 
 
 def get_queue(name: str) -> Queue:
-    """Return the RQ queue `name` ("sms", "email", "ai" or "default") on the shared connection."""
+    """Return the RQ queue `name` ("sms", "email", "ai") on the shared connection."""
     queue = _queues.get(name)
     if queue is None or queue.connection is not get_connection():
         queue = _queues[name] = django_rq.get_queue(name, connection=get_connection())
     return queue
 
 
-def get_scheduler(name: str = "default") -> Scheduler:
+def get_scheduler(name: str = "sms") -> Scheduler:
     """Return an rq-scheduler Scheduler that places due jobs on queue `name`."""
     return django_rq.get_scheduler(name, queue=get_queue(name), connection=get_connection())
 
@@ -110,31 +114,24 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+def new_batch_job_id() -> str:
+    """Return a fresh job id for a batch delivery job."""
+    return BATCH_JOB_PREFIX + str(uuid.uuid4())
+
+
 def scheduler_time(when: datetime) -> datetime:
     """Return the whole UTC second at which rq-scheduler should release a job due at `when`.
 
     rq-scheduler stores scores as whole Unix seconds and releases a job on the first poll (once a
     second) at or after its score. Flooring releases the job in the second it is due, so it reaches a
-    worker at most about a second late; the fraction it may arrive early is waited out by the job
-    itself (services.message_deliver checks `next_attempt_at`), so nothing is sent early.
+    worker at most about a second late; the fraction it may arrive early is waited out by the delivery
+    gate, so nothing is sent early.
     """
     return when.astimezone(UTC).replace(microsecond=0)
 
 
-def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime | None = None) -> str:
-    """Put a `deliver(message_id)` job on the channel's queue, now or at `at` (aware datetime).
-
-    Returns the job id. Raises redis.exceptions.RedisError when Redis cannot be reached; the message
-    then stays in the database and the sweep enqueues it later. After a connection failure, calls in
-    the next REDIS_RETRY_AFTER_SECONDS fail at once instead of waiting for the timeout again.
-    """
-    with unless_recently_unreachable():
-        _enqueue(message_id, channel, job_id=job_id, at=at)
-    return job_id
-
-
 @contextlib.contextmanager
-def unless_recently_unreachable():
+def unless_recently_unreachable() -> Iterator[None]:
     """Wrap a Redis call on a request's path: fail at once (redis ConnectionError) while Redis failed
     within the last REDIS_RETRY_AFTER_SECONDS, and note a new connection failure or timeout.
 
@@ -150,167 +147,82 @@ def unless_recently_unreachable():
         raise
 
 
-def _enqueue(message_id: str, channel: str, *, job_id: str, at: datetime | None) -> None:
-    if at is None:
-        # One pipeline: RQ otherwise spends two round trips to Redis per enqueue.
-        with get_connection().pipeline() as pipe:
-            get_queue(channel).enqueue(
-                DELIVER_JOB,
-                message_id,
-                job_id=job_id,
-                job_timeout=settings.RQ_JOB_TIMEOUT,
-                result_ttl=RESULT_TTL,
-                failure_ttl=FAILURE_TTL,
-                pipeline=pipe,
-            )
-            pipe.execute()
-    else:
-        get_scheduler(channel).enqueue_at(
-            scheduler_time(at),
-            DELIVER_JOB,
-            message_id,
-            job_id=job_id,
-            timeout=settings.RQ_JOB_TIMEOUT,
-            job_result_ttl=RESULT_TTL,
-        )
-
-
-class EnqueueBuffer:
-    """Gathers immediate `deliver` jobs from request threads and enqueues them together.
-
-    A request adds its committed message and returns; a background thread of the process wakes
-    ENQUEUE_BATCH_MS later and puts everything gathered on the queues with RQ's `enqueue_many` in one
-    Redis pipeline. Under load this turns one Redis round trip (and one RQ job save) per request into
-    one per batch. When Redis cannot be reached, each message's `on_failure` is called (services marks
-    it `accepted` for the sweep). Messages still in the buffer when the process exits are flushed by
-    an atexit hook and gunicorn's worker_exit hook; if the process is killed first, they are in the
-    database as `queued` without a job, and the sweep enqueues them after SWEEP_GRACE_SECONDS.
-    """
-
-    def __init__(self) -> None:
-        self._items: list[tuple[str, str, str, Callable[[], None]]] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._pid: int | None = None
-
-    def add(self, message_id: str, channel: str, job_id: str, on_failure: Callable[[], None]) -> None:
-        """Queue a `deliver(message_id)` job with id `job_id` on `channel` within ENQUEUE_BATCH_MS."""
-        with self._lock:
-            if self._pid != os.getpid():  # first use in this process (or a fork of it)
-                self._pid, self._items = os.getpid(), []
-                threading.Thread(target=self._run, name="enqueue-buffer", daemon=True).start()
-                atexit.register(self.flush)
-            self._items.append((message_id, channel, job_id, on_failure))
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            time.sleep(settings.ENQUEUE_BATCH_MS / 1000)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - the thread must survive; the sweep catches up
-                logger.exception("enqueue buffer flush failed")
-
-    def flush(self) -> int:
-        """Enqueue everything gathered so far, now; return how many jobs were enqueued."""
-        with self._lock:
-            items, self._items = self._items, []
-        if not items:
-            return 0
-        by_channel: dict[str, list[tuple[str, str, str, Callable[[], None]]]] = {}
-        for item in items:
-            by_channel.setdefault(item[1], []).append(item)
-        try:
-            with unless_recently_unreachable(), get_connection().pipeline() as pipe:
-                for channel, channel_items in by_channel.items():
-                    get_queue(channel).enqueue_many(
-                        [
-                            Queue.prepare_data(
-                                DELIVER_JOB,
-                                args=(message_id,),
-                                job_id=job_id,
-                                timeout=settings.RQ_JOB_TIMEOUT,
-                                result_ttl=RESULT_TTL,
-                                failure_ttl=FAILURE_TTL,
-                            )
-                            for message_id, _, job_id, _ in channel_items
-                        ],
-                        pipeline=pipe,
-                    )
-                pipe.execute()
-        except redis.exceptions.RedisError as exc:
-            logger.warning("Redis unavailable, %d messages left for the sweep: %s", len(items), exc)
-            for *_, on_failure in items:
-                try:
-                    on_failure()
-                except Exception:  # noqa: BLE001 - one failed update must not stop the others
-                    logger.exception("could not mark a message for the sweep")
-            return 0
-        return len(items)
-
-
-enqueue_buffer = EnqueueBuffer()
-
-
-def new_batch_job_id() -> str:
-    """Return a fresh job id for a batch delivery job."""
-    return BATCH_JOB_PREFIX + str(uuid.uuid4())
-
-
 def batch_job_timeout(size: int) -> int:
     """Seconds a batch job of `size` messages may run: enough for every round of concurrent calls.
 
-    Each round of BULK_DELIVERY_CONCURRENCY calls takes at most connect + read timeout.
+    Each round of WORKER_CONCURRENCY calls takes at most connect + read timeout.
     """
-    rounds = -(-size // settings.BULK_DELIVERY_CONCURRENCY)
+    rounds = -(-size // max(1, settings.WORKER_CONCURRENCY))
     per_call = settings.PROVIDER_CONNECT_TIMEOUT + settings.PROVIDER_READ_TIMEOUT
     return max(settings.RQ_JOB_TIMEOUT, int(rounds * per_call) + 30)
 
 
-def enqueue_batches(channel: str, batches: list[tuple[str, list[str], datetime | None]]) -> None:
-    """Enqueue `deliver_batch(message_ids)` jobs: each batch is (job id, message ids, time or None).
+@dataclass(frozen=True)
+class DeliveryJob:
+    """A delivery job to put on a queue: `deliver(id)` for one message id, `deliver_batch(ids)` for a
+    batch job (its id starts with BATCH_JOB_PREFIX); `at` (aware) hands it to rq-scheduler instead."""
 
-    Immediate batches go to the channel's queue in one pipeline with `enqueue_many`; timed batches go
-    to rq-scheduler at their due second. Raises redis.exceptions.RedisError when Redis is unreachable
-    (at once, within REDIS_RETRY_AFTER_SECONDS of a previous failure).
+    queue: str
+    job_id: str
+    message_ids: tuple[str, ...]
+    at: datetime | None = None
+
+    @property
+    def batch(self) -> bool:
+        return self.job_id.startswith(BATCH_JOB_PREFIX)
+
+
+def enqueue_jobs(jobs: Iterable[DeliveryJob]) -> int:
+    """Put delivery jobs on their queues (or on rq-scheduler at their time) in one Redis pipeline.
+
+    Returns how many were enqueued. Raises redis.exceptions.RedisError when Redis cannot be reached
+    (at once within REDIS_RETRY_AFTER_SECONDS of a previous failure); then none may have been.
     """
-    with unless_recently_unreachable():
-        _enqueue_batches(channel, batches)
+    jobs = list(jobs)
+    if not jobs:
+        return 0
+    now_by_queue: dict[str, list] = {}
+    timed = []
+    for job in jobs:
+        func, args = (
+            (DELIVER_BATCH_JOB, (list(job.message_ids),)) if job.batch else (DELIVER_JOB, job.message_ids)
+        )
+        timeout = batch_job_timeout(len(job.message_ids)) if job.batch else settings.RQ_JOB_TIMEOUT
+        if job.at is None:
+            now_by_queue.setdefault(job.queue, []).append(
+                Queue.prepare_data(
+                    func,
+                    args=args,
+                    job_id=job.job_id,
+                    timeout=timeout,
+                    result_ttl=RESULT_TTL,
+                    failure_ttl=FAILURE_TTL,
+                )
+            )
+        else:
+            timed.append((job, func, args, timeout))
+    with unless_recently_unreachable(), get_connection().pipeline() as pipe:
+        for name, datas in now_by_queue.items():
+            get_queue(name).enqueue_many(datas, pipeline=pipe)
+        for job, func, args, timeout in timed:
+            scheduler = get_scheduler(job.queue)
+            # What rq-scheduler's enqueue_at does, in this pipeline.
+            rq_job = scheduler._create_job(
+                func, args=args, commit=False, id=job.job_id, timeout=timeout, result_ttl=RESULT_TTL
+            )
+            rq_job.save(pipeline=pipe)
+            pipe.zadd(SCHEDULED_JOBS_KEY, {rq_job.id: to_unix(scheduler_time(job.at))})
+        pipe.execute()
+    return len(jobs)
 
 
-def _enqueue_batches(channel: str, batches: list[tuple[str, list[str], datetime | None]]) -> None:
-    queue = get_queue(channel)
-    now_batches = [b for b in batches if b[2] is None]
-    if now_batches:
-        with get_connection().pipeline() as pipe:
-            queue.enqueue_many(
-                [
-                    Queue.prepare_data(
-                        DELIVER_BATCH_JOB,
-                        args=(ids,),
-                        job_id=job_id,
-                        timeout=batch_job_timeout(len(ids)),
-                        result_ttl=RESULT_TTL,
-                        failure_ttl=FAILURE_TTL,
-                    )
-                    for job_id, ids, _ in now_batches
-                ],
-                pipeline=pipe,
-            )
-            pipe.execute()
-    scheduler = get_scheduler(channel) if len(now_batches) < len(batches) else None
-    for job_id, ids, at in batches:
-        if at is not None:
-            scheduler.enqueue_at(
-                scheduler_time(at),
-                DELIVER_BATCH_JOB,
-                ids,
-                job_id=job_id,
-                timeout=batch_job_timeout(len(ids)),
-                job_result_ttl=RESULT_TTL,
-            )
+def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime | None = None) -> str:
+    """Put one `deliver(message_id)` job on the channel's queue, now or at `at` (aware datetime).
+
+    Returns the job id. Raises redis.exceptions.RedisError when Redis cannot be reached.
+    """
+    enqueue_jobs([DeliveryJob(channel, job_id, (str(message_id),), at)])
+    return job_id
 
 
 def cancel_job(job_id: str) -> None:
@@ -321,9 +233,10 @@ def cancel_job(job_id: str) -> None:
     if not job_id or job_id.startswith(BATCH_JOB_PREFIX):
         return
     try:
-        connection = get_connection()
-        get_scheduler().cancel(job_id)
-        connection.delete(f"rq:job:{job_id}")
+        with get_connection().pipeline() as pipe:
+            pipe.zrem(SCHEDULED_JOBS_KEY, job_id)
+            pipe.delete(f"rq:job:{job_id}")
+            pipe.execute()
     except redis.exceptions.RedisError:
         logger.warning("could not remove job %s from Redis", job_id)
 

@@ -62,3 +62,110 @@ def hit(spec: str | RateLimitItem, *identifiers: str, cost: int = 1) -> LimitRes
         return LimitResult(True)
     stats = limiter.get_window_stats(item, *identifiers)
     return LimitResult(False, max(0.001, stats.reset_time - time.time()))
+
+
+# --- Delivery rates: reserved send slots ------------------------------------------------------------
+#
+# A delivery rate such as DELIVERY_RATE_SMS=20/second must hold at the provider: no window of one
+# second may see more than 20 calls, across every worker process. The `limits` strategies answer
+# "may I, now?": the call then reaches the provider some milliseconds later, after the claim and a
+# thread hand-off, so calls checked in one window could land in the next (up to 23 in a second at a
+# 20/s limit). Here a worker reserves the *time* of its call instead: the earliest instant at which
+# one more call keeps every window of (window + DELIVERY_RATE_GUARD_MS) at or under the limit. The
+# worker waits until that instant and calls at once; a call that would start later than half the
+# guard past its slot reserves again. So calls reach the provider at most a guard's fraction after
+# their slot, and the guard absorbs it. Each limit is a sorted set of reserved times (Redis server
+# clock, milliseconds) keyed by "<message id>:<attempt>", so a message that is deferred and comes back
+# replaces its own reservation instead of holding two.
+
+_RESERVE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local member, horizon = ARGV[1], tonumber(ARGV[2])
+local limits, spans = {}, {}
+for i = 1, #KEYS do
+  limits[i] = tonumber(ARGV[1 + 2 * i])
+  spans[i] = tonumber(ARGV[2 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (now - spans[i]))
+  redis.call('ZREM', KEYS[i], member)
+end
+-- Earliest time after t that a call could take without making limit + 1 calls fall within one span
+-- of each other; nil when a call at t is fine.
+local function blocked_until(key, limit, span, t)
+  if redis.call('ZCOUNT', key, t - span, t + span) < limit then return nil end
+  local before = redis.call('ZREVRANGEBYSCORE', key, t, t - span, 'WITHSCORES', 'LIMIT', 0, limit)
+  local after = redis.call('ZRANGEBYSCORE', key, '(' .. t, t + span, 'WITHSCORES', 'LIMIT', 0, limit)
+  local nb, na = #before / 2, #after / 2
+  local later = nil
+  for j = 0, limit do
+    local k = limit - j
+    if j <= nb and k <= na then
+      local first = t
+      if j > 0 then first = tonumber(before[2 * j]) end
+      local last = t
+      if k > 0 then last = tonumber(after[2 * k]) end
+      if last - first <= span then
+        local start = first
+        if j == 0 then start = tonumber(after[2]) end
+        if later == nil or start + span + 1 > later then later = start + span + 1 end
+      end
+    end
+  end
+  return later
+end
+local t = now
+for round = 1, 100000 do
+  local moved = false
+  for i = 1, #KEYS do
+    local later = blocked_until(KEYS[i], limits[i], spans[i], t)
+    if later then t = later; moved = true end
+  end
+  if not moved or t - now > horizon then break end
+end
+if t - now > horizon then return {0, t - now} end
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], t, member)
+  redis.call('PEXPIRE', KEYS[i], horizon + spans[i] + 1000)
+end
+return {1, t - now}
+"""
+
+_reserve_script = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A delivery-rate slot: `delay` seconds from now (Redis's clock) until the call may start.
+
+    `reserved` False means no slot was free within the horizon; `delay` is then a lower bound of when
+    one may be, and nothing was reserved.
+    """
+
+    reserved: bool
+    delay: float
+
+
+def reserve_slots(
+    requests: list[tuple[list[tuple[str, RateLimitItem]], str]], *, horizon: float, guard: float
+) -> list[Slot]:
+    """Reserve one call slot for each request, in order, in one Redis round trip.
+
+    `requests`: (limits, member) pairs, where limits is a list of (Redis key, limit) that the call
+    must all respect (e.g. the channel's rate and the workspace's) and member names the call
+    ("<message id>:<attempt>"; reserving again under the same member replaces the earlier slot).
+    `horizon`: seconds ahead a slot may be reserved; `guard`: seconds added to every window (see
+    above). Returns a Slot per request. Raises redis.exceptions.RedisError when Redis is unreachable.
+    """
+    global _reserve_script
+    connection = queues.get_connection()
+    if _reserve_script is None or _reserve_script.registered_client is not connection:
+        _reserve_script = connection.register_script(_RESERVE_LUA)
+    guard_ms = int(guard * 1000)
+    with connection.pipeline(transaction=False) as pipe:
+        for limits, member in requests:
+            args: list[object] = [member, int(horizon * 1000)]
+            for _key, item in limits:
+                args += [item.amount, item.get_expiry() * 1000 + guard_ms]
+            _reserve_script(keys=[key for key, _ in limits], args=args, client=pipe)
+        answers = pipe.execute()
+    return [Slot(bool(reserved), max(0, delay) / 1000) for reserved, delay in answers]

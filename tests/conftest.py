@@ -14,7 +14,8 @@ from django.conf import settings
 from django.test import Client
 from rq import SimpleWorker
 
-from messaging import queues, services
+from messaging import queues
+from messaging.delivery import engine
 from messaging.models import Message
 from messaging.services import api_key_create
 
@@ -28,7 +29,7 @@ def caches_clean():
     yield
     ttlcache.clear_all()
     # Batch jobs run in the process's delivery threads; they must not keep test-database connections.
-    services.delivery_pool_shutdown()
+    engine.delivery_pool_shutdown()
 
 
 @pytest.fixture(autouse=True)

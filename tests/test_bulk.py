@@ -94,7 +94,7 @@ def test_cancelling_one_message_of_a_batch_leaves_the_others(api, sms_provider):
 
 
 def test_a_batch_keeps_many_provider_calls_in_flight(api, sms_provider, settings):
-    settings.BULK_DELIVERY_CONCURRENCY = 10
+    settings.WORKER_CONCURRENCY = 10
     in_flight = 0
     peak = 0
     lock = threading.Lock()

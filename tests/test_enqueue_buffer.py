@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from messaging import queues
+from messaging.delivery import outbox
 from messaging.models import Message
 from tests.conftest import run_jobs
 
@@ -48,8 +49,8 @@ def test_messages_accepted_one_by_one_are_enqueued_together_and_delivered(api, s
 def held_buffer(settings, monkeypatch):
     """A buffer of this test's own whose thread does not flush within the test: flushes are manual."""
     settings.ENQUEUE_BATCH_MS = 60_000
-    buffer = queues.EnqueueBuffer()
-    monkeypatch.setattr(queues, "enqueue_buffer", buffer)
+    buffer = outbox.EnqueueBuffer()
+    monkeypatch.setattr(outbox, "buffer", buffer)
     return buffer
 
 
@@ -65,7 +66,7 @@ def test_when_redis_is_down_at_flush_time_the_messages_are_left_for_the_sweep(ap
 
 
 def test_a_flush_with_nothing_gathered_does_nothing(redis_clean):
-    assert queues.enqueue_buffer.flush() == 0
+    assert outbox.buffer.flush() == 0
     assert not redis_clean.keys("rq:job:*")
 
 

@@ -108,5 +108,5 @@ def test_logs_of_web_worker_and_scheduler_hold_no_full_number_address_or_body(ap
     assert "%2B1415***0123" in logs["web"] or "+1415***0123" in logs["web"]
     assert "r***%40example.com" in logs["web"] or "r***@example.com" in logs["web"]
     # rq's job lines name the job function with the message id only.
-    assert f"messaging.jobs.deliver('{message_id}')" in logs["worker"]
+    assert f"messaging.delivery.jobs.deliver('{message_id}')" in logs["worker"]
     assert len(calls) == 2 and calls[0]["to"] == PHONE  # the provider did get the full number

@@ -28,7 +28,7 @@ def test_registering_twice_keeps_one_copy_of_each_periodic_job(redis_clean, caps
     assert second.splitlines() == ["periodic-sweep: kept", "periodic-retention: kept"]
     assert scheduled_ids(redis_clean) == {"periodic-sweep", "periodic-retention"}
     job = queues.RetainedJob.fetch("periodic-sweep", connection=redis_clean)
-    assert (job.origin, job.meta["interval"], job.func_name) == ("sms", 5, "messaging.jobs.sweep")
+    assert (job.origin, job.meta["interval"], job.func_name) == ("sms", 5, "messaging.delivery.jobs.sweep")
 
 
 def test_a_changed_interval_replaces_the_job_and_unknown_periodic_jobs_are_removed(redis_clean, settings):

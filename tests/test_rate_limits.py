@@ -58,33 +58,76 @@ def burst_once() -> None:
     ).work(burst=True)
 
 
+def _arrivals(sms_provider) -> dict[str, float]:
+    """Record when each message (by Idempotency-Key) reaches the fake provider (time.monotonic())."""
+    from werkzeug import Response
+
+    seen: dict[str, float] = {}
+
+    def handler(request):
+        seen[request.headers["Idempotency-Key"]] = time.monotonic()
+        return Response('{"id": "x"}', status=200, content_type="application/json")
+
+    sms_provider.expect_request("/send-sms").respond_with_handler(handler)
+    return seen
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_workspace_rate_slows_only_that_workspace(sms_provider):
-    sms_provider.expect_request("/send-sms").respond_with_json({"id": "x"})
+    arrivals = _arrivals(sms_provider)
     Workspace.objects.create(external_id="slow", sms_per_second=2)
     slow = _queue_sms(4, workspace="slow")
     fast = _queue_sms(4, workspace="fast")
-    started = time.monotonic()
 
-    burst_once()
+    burst_once()  # the slow workspace's third and fourth SMS wait in the worker for their slots
 
-    assert Message.objects.filter(pk__in=fast, status="sent").count() == 4
-    assert Message.objects.filter(pk__in=slow, status="sent").count() == 2
-    assert Message.objects.filter(pk__in=slow, status="queued", attempts=0).count() == 2
-    run_jobs(until=lambda: Message.objects.filter(pk__in=slow, status="sent").count() == 4)
-    assert time.monotonic() - started >= 1.0  # the third slot of a 2/second window frees after 1 s
+    assert Message.objects.filter(pk__in=fast + slow, status="sent").count() == 8
+    slow_times = sorted(arrivals[pk] for pk in slow)
+    # The third slot of a 2/second window frees a second (plus the guard) after the first.
+    assert slow_times[2] - slow_times[0] >= 1.0
+    assert max(arrivals[pk] for pk in fast) - min(arrivals[pk] for pk in fast) < 1.0
     assert set(Message.objects.filter(pk__in=slow).values_list("attempts", flat=True)) == {1}
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_empty_rate_turns_the_limit_off(sms_provider, settings):
-    sms_provider.expect_request("/send-sms").respond_with_json({"id": "x"})
+def test_a_message_whose_slot_is_far_ahead_is_deferred_to_it_without_using_an_attempt(sms_provider, settings):
+    from limits import parse
+
+    from messaging.delivery import gate
+    from messaging.ratelimit import reserve_slots
+
+    arrivals = _arrivals(sms_provider)
+    settings.DELIVERY_RATE_LIMITS = {**settings.DELIVERY_RATE_LIMITS, "sms": "2/second"}
+    # Other workers hold the next few seconds' slots.
+    reserve_slots(
+        [([("qs:rate:sms", parse("2/second"))], f"other:{n}") for n in range(6)], horizon=60, guard=0.05
+    )
+    (message_id,) = _queue_sms(1)
+    started = time.monotonic()
+
+    burst_once()
+
+    message = Message.objects.get(pk=message_id)
+    assert (message.status, message.attempts) == ("queued", 0)
+    assert (message.next_attempt_at - message.accepted_at).total_seconds() > gate.EARLY_WAIT_MAX_SECONDS
+    run_jobs(until=lambda: Message.objects.get(pk=message_id).status == "sent")
+    assert arrivals[message_id] - started >= 3.0  # the fourth window of 2/second
+    assert Message.objects.get(pk=message_id).attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_empty_rate_turns_the_limit_off(sms_provider, settings, redis_clean):
+    arrivals = _arrivals(sms_provider)
     settings.DELIVERY_RATE_LIMITS = {**settings.DELIVERY_RATE_LIMITS, "sms": "10/second"}
     limited = _queue_sms(15)
     burst_once()
-    assert Message.objects.filter(pk__in=limited, status="sent").count() == 10
+    assert Message.objects.filter(pk__in=limited, status="sent").count() == 15
+    assert max(arrivals.values()) - min(arrivals.values()) >= 1.0  # the 11th waited for the next window
+    assert redis_clean.exists("qs:rate:sms")
 
     settings.DELIVERY_RATE_LIMITS = {**settings.DELIVERY_RATE_LIMITS, "sms": ""}
+    redis_clean.delete("qs:rate:sms")
     unlimited = _queue_sms(60)
     burst_once()
     assert Message.objects.filter(pk__in=unlimited, status="sent").count() == 60
+    assert not redis_clean.exists("qs:rate:sms")  # no slot was reserved

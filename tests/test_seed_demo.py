@@ -38,7 +38,7 @@ def test_seed_demo_creates_named_workspaces_and_a_realistic_week(redis_clean):
     assert Message.objects.filter(status="scheduled", scheduled_for__gt=timezone.now()).count() == 40
     assert DeliveryAttempt.objects.count() > 3000
     # Scheduled messages of every channel that has a sender were handed to rq-scheduler.
-    from messaging.services import SENDERS
+    from messaging.delivery.channels import CHANNELS as SENDERS
 
     handed = Message.objects.filter(status="scheduled", channel__in=list(SENDERS)).count()
     assert handed > 0

@@ -13,7 +13,7 @@ from django.utils import timezone
 from rq import SimpleWorker
 
 from messaging import queues
-from messaging.maintenance import messages_sweep
+from messaging.delivery.sweep import messages_sweep
 from messaging.models import DeliveryAttempt, Message
 from tests.conftest import message_status, run_jobs
 
@@ -156,16 +156,16 @@ def test_a_job_that_the_message_no_longer_points_at_sends_nothing(api, provider)
 
 
 def test_two_sweeps_over_the_same_rows_enqueue_each_message_once(api, redis_clean):
-    from messaging import maintenance
+    from messaging.delivery import sweep
 
     api.post("/api/schedule-sms", GOOD)
     redis_clean.flushdb()
     Message.objects.update(queued_at=past(60))
-    row = Message.objects.values(*maintenance.FIELDS).get()
     now = timezone.now()
-    first = maintenance._requeue(row, now=now, from_statuses=maintenance.CLAIMABLE, when=None)
-    second = maintenance._requeue(row, now=now, from_statuses=maintenance.CLAIMABLE, when=None)
-    assert (first, second) == (True, False)
+    row = Message.objects.values(*sweep.FIELDS).get()  # both sweeps read the row before either moves it
+    first = sweep.requeue([dict(row)], now=now, from_statuses=("queued",))
+    second = sweep.requeue([dict(row)], now=now, from_statuses=("queued",))
+    assert (first, second) == (1, 0)
     assert queues.get_queue("sms").count == 1
 
 

@@ -14,7 +14,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from messaging import services
-from messaging.worker import public_url, startup_summary
+from messaging.delivery.startup import public_url, startup_summary
 
 
 def database_url() -> str:

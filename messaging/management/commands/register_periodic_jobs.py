@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from messaging.periodic import periodic_jobs_register
+from messaging.delivery.periodic import periodic_jobs_register
 
 
 class Command(BaseCommand):

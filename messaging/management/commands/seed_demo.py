@@ -5,7 +5,8 @@ import random
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging import demo, queues, services
+from messaging import demo, queues
+from messaging.delivery.channels import CHANNELS
 from messaging.models import Workspace
 
 
@@ -57,7 +58,7 @@ class Command(BaseCommand):
         if not options["no_enqueue"]:
             try:
                 for message in result.scheduled:
-                    if message.channel in services.SENDERS:
+                    if message.channel in CHANNELS:
                         queues.enqueue_delivery(
                             str(message.pk),
                             message.channel,

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.maintenance import messages_sweep
+from messaging.delivery.sweep import messages_sweep
 
 
 class Command(BaseCommand):

@@ -1,0 +1,549 @@
+"""The delivery engine: one pipeline for every delivery, one message or a thousand.
+
+    load -> gate -> (wait | defer | skip) -> delivery-rate slot -> claim -> send -> record
+
+Database work is grouped and stays on the thread that runs the engine (`step`): one query loads the
+messages submitted since the last step, one transaction records what finished, moves deferred
+messages to new jobs and claims what goes out next. Provider calls run in a pool of delivery threads
+that never touch the database, so a worker process holds one database connection for its deliveries
+however many calls are in flight (and on SQLite, one writer instead of dozens fighting for the lock).
+
+Each delivery is still its own: claimed with a conditional update (queued/scheduled -> sending,
+attempts + 1) that only succeeds if the message still points at the asking job with the attempt
+count that was read, attempted once, and recorded on its own (messaging.delivery.outcomes).
+
+Used three ways: the concurrent worker runs one engine on a thread of its own and submits every
+delivery job's messages to it; a `deliver` job run by another worker class (SimpleWorker,
+ForkWorker, tests) runs its message through a private engine with the call made inline; a batch job
+there uses the process's delivery threads.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from messaging import queues
+from messaging.bulkinsert import update_rows
+from messaging.models import Message, Status
+from messaging.providers.base import CallResult
+from messaging.workspaces import workspace_get
+
+from . import gate, outbox, outcomes
+from .channels import Attempt
+from .channels import get as get_channel
+
+logger = logging.getLogger(__name__)
+
+# A delivery whose rate slot is this close is claimed and handed to a delivery thread, which waits
+# out the rest; the call then starts within a few milliseconds of its slot.
+CLAIM_AHEAD_SECONDS = 0.02
+# After a database error the engine retries its writes after this many seconds.
+DATABASE_RETRY_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One message to deliver for one job.
+
+    `job_id`: the RQ job asking (the message must still point at it; None accepts any). `batch`: part
+    of a batch job (a deferral moves it to a new batch job, and it may wait longer for rate slots).
+    `on_done(delivery, result, error)` is called once, from the engine's thread, with a short result
+    ("sent", "retry in 2.0s: ...", "skipped: ...", "deferred ...") or the exception that stopped it.
+    """
+
+    message_id: str
+    job_id: str | None
+    on_done: Callable[[Delivery, str, BaseException | None], None]
+    batch: bool = False
+    message: Message | None = None
+    send_at: float = 0.0  # time.monotonic() of its delivery-rate slot
+    limited: bool = False  # holds a delivery-rate slot
+    attempt: Attempt | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class LateForSlot(Exception):
+    """A delivery thread reached a rate-limited call more than half the guard after its slot."""
+
+
+def _no_database(execute, sql, params, many, context):  # noqa: ANN001 - Django's execute_wrapper signature
+    raise RuntimeError("delivery threads do not use the database; load what a sender needs beforehand")
+
+
+def send(delivery: Delivery) -> Attempt:
+    """Make the call(s) of one claimed delivery, at its slot; runs on a delivery thread.
+
+    Waits until the delivery-rate slot, then calls the channel's sender with database access
+    blocked. Raises LateForSlot when a rate-limited call would start more than half of
+    DELIVERY_RATE_GUARD_MS after its slot. An unexpected exception becomes a transient error of kind
+    `internal_error` (logged), so the message is retried or failed like any other.
+    """
+    wait = delivery.send_at - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    elif delivery.limited and -wait > settings.DELIVERY_RATE_GUARD_MS / 2000:
+        raise LateForSlot
+    message = delivery.message
+    try:
+        with connection.execute_wrapper(_no_database):
+            return get_channel(message.channel).send(message)
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, never lost
+        logger.exception("delivery of message %s raised", message.pk)
+        return Attempt(
+            [
+                CallResult(
+                    url="",
+                    started_at=timezone.now(),
+                    transient=True,
+                    error_kind="internal_error",
+                    error=f"Internal error while sending: {type(exc).__name__}: {exc}",
+                )
+            ]
+        )
+
+
+class Engine:
+    """Runs deliveries through the pipeline (see the module docstring).
+
+    `pool`: delivery threads for the calls (None: calls are made inline by `step`, one after the
+    other). `capacity`: calls in flight at most. Thread-safe `submit`; `step` must always be called
+    from the same thread (it owns the database connection).
+    """
+
+    def __init__(self, *, pool: ThreadPoolExecutor | None = None, capacity: int = 1):
+        self.pool = pool
+        self.capacity = max(1, capacity)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._incoming: list[Delivery] = []
+        self._open = 0
+        self._seq = itertools.count()
+        self._timers: list[tuple[float, int, Delivery, str]] = []  # (monotonic, seq, delivery, phase)
+        self._unslotted: list[Delivery] = []
+        self._ready: list[Delivery] = []
+        self._deferred: list[tuple[Delivery, datetime, str]] = []
+        self._sending: dict[Future, Delivery] = {}
+        self._finished: list[Delivery] = []
+        self._unclaim: list[Delivery] = []
+        self._retry_writes_at = 0.0
+        self._draining = False
+
+    # --- submitting -------------------------------------------------------------------------------
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        """Add deliveries; the next `step` loads and gates them. Thread-safe."""
+        with self._lock:
+            self._incoming.extend(deliveries)
+            self._open += len(deliveries)
+        self._wake.set()
+
+    @property
+    def open(self) -> int:
+        """Deliveries submitted and not yet done."""
+        return self._open
+
+    def release_waiting(self) -> None:
+        """From now on, hand deliveries that wait for their time or rate slot back to the scheduler
+        (due at that time) instead of waiting; calls in flight still finish. Thread-safe (a worker's
+        warm shutdown calls it)."""
+        self._draining = True
+        self._wake.set()
+
+    def run(self, deliveries: list[Delivery]) -> None:
+        """Submit `deliveries` and step until every one of them is done (the synchronous use)."""
+        self.submit(deliveries)
+        while True:
+            self.step()
+            if not self._open:
+                return
+            self.wait(1.0)
+
+    def _done(self, delivery: Delivery, result: str, error: BaseException | None = None) -> None:
+        with self._lock:
+            self._open -= 1
+        try:
+            delivery.on_done(delivery, result, error)
+        except Exception:  # noqa: BLE001 - one job's bookkeeping must not stop the others
+            logger.exception("completion of a delivery for job %s raised", delivery.job_id)
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Move every delivery as far as it can go now (without waiting)."""
+        self._load()
+        self._collect_finished()
+        if self._draining:
+            self._hand_back()
+        else:
+            self._release_timers()
+            self._reserve_slots()
+        if time.monotonic() >= self._retry_writes_at:
+            try:
+                self._write()
+            except DatabaseError:
+                logger.exception("delivery engine: database error; retrying in %.0fs", DATABASE_RETRY_SECONDS)
+                self._retry_writes_at = time.monotonic() + DATABASE_RETRY_SECONDS
+                connection.close()
+
+    def _load(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        if not incoming:
+            return
+        try:
+            ids = {d.message_id for d in incoming}
+            loaded = {str(m.pk): m for m in Message.objects.filter(pk__in=ids)}
+            for message in loaded.values():
+                message.workspace = workspace_get(message.workspace_id)
+        except Exception as exc:  # noqa: BLE001 - the jobs fail; the sweep settles their messages
+            logger.exception("delivery engine: could not load %d messages", len(incoming))
+            connection.close()
+            for delivery in incoming:
+                self._done(delivery, "error", exc)
+            return
+        now = timezone.now()
+        for delivery in incoming:
+            message = loaded.get(delivery.message_id)
+            if message is None:
+                self._done(delivery, "missing")
+                continue
+            delivery.message = message
+            self._gate(delivery, now)
+
+    def _gate(self, delivery: Delivery, now: datetime) -> None:
+        verdict = gate.check(delivery.message, delivery.job_id, now)
+        if verdict.action == gate.SKIP:
+            self._done(delivery, verdict.reason)
+        elif verdict.action == gate.DEFER:
+            self._deferred.append((delivery, verdict.at, verdict.reason))
+        elif verdict.action == gate.WAIT:
+            # One millisecond late rather than early: the claim requires next_attempt_at <= now.
+            self._timer(delivery, time.monotonic() + (verdict.at - now).total_seconds() + 0.001, "due")
+        else:
+            self._unslotted.append(delivery)
+
+    def _timer(self, delivery: Delivery, when: float, phase: str) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), delivery, phase))
+
+    def _release_timers(self) -> None:
+        # A rate slot is claimed CLAIM_AHEAD_SECONDS early (the delivery thread waits out the rest);
+        # a due time is not: nothing is claimed before it is due.
+        now = time.monotonic()
+        kept = []
+        while self._timers and self._timers[0][0] <= now + CLAIM_AHEAD_SECONDS:
+            entry = heapq.heappop(self._timers)
+            when, _, delivery, phase = entry
+            if phase == "slot":
+                self._ready.append(delivery)
+            elif when <= now:
+                self._unslotted.append(delivery)
+            else:
+                kept.append(entry)
+        for entry in kept:
+            heapq.heappush(self._timers, entry)
+
+    def _reserve_slots(self) -> None:
+        if not self._unslotted:
+            return
+        waiting, self._unslotted = self._unslotted, []
+        for batch in (False, True):
+            deliveries = [d for d in waiting if d.batch is batch]
+            if deliveries:
+                self._reserve_for(deliveries, batch)
+        self._release_timers()
+
+    def _reserve_for(self, deliveries: list[Delivery], batch: bool) -> None:
+        # Batch members wait in the worker for slots up to BATCH_WAIT_MAX_SECONDS (the rest moves to
+        # one later batch job); a single message's slot may be reserved further ahead and its job is
+        # deferred to it when it is more than EARLY_WAIT_MAX_SECONDS away.
+        horizon = gate.BATCH_WAIT_MAX_SECONDS if batch else gate.RESERVE_HORIZON_SECONDS
+        wait_max = gate.BATCH_WAIT_MAX_SECONDS if batch else gate.EARLY_WAIT_MAX_SECONDS
+        try:
+            slots = gate.reserve([d.message for d in deliveries], horizon=horizon)
+        except redis.exceptions.RedisError as exc:
+            logger.warning("delivery rate not reserved, Redis unavailable (%s); retrying in 1s", exc)
+            for delivery in deliveries:
+                self._timer(delivery, time.monotonic() + 1.0, "due")
+            return
+        now, clock = timezone.now(), time.monotonic()
+        for delivery, slot in zip(deliveries, slots, strict=True):
+            delivery.limited = slot is not None
+            if slot is None:
+                delivery.send_at = clock
+                self._ready.append(delivery)
+            elif slot.reserved and slot.delay <= wait_max:
+                delivery.send_at = clock + slot.delay
+                self._timer(delivery, delivery.send_at, "slot")
+            else:
+                reason = f"deferred {slot.delay:.2f}s: over the {delivery.message.channel} delivery rate"
+                self._deferred.append((delivery, now + timedelta(seconds=slot.delay), reason))
+
+    def _hand_back(self) -> None:
+        now, clock = timezone.now(), time.monotonic()
+        for when, _, delivery, _phase in self._timers:
+            self._deferred.append(
+                (delivery, now + timedelta(seconds=max(0.0, when - clock)), "deferred: worker stopping")
+            )
+        self._deferred.extend((d, now, "deferred: worker stopping") for d in self._ready + self._unslotted)
+        self._timers, self._ready, self._unslotted = [], [], []
+
+    def _collect_finished(self) -> None:
+        for future in [f for f in self._sending if f.done()]:
+            delivery = self._sending.pop(future)
+            try:
+                delivery.attempt = future.result()
+            except LateForSlot:
+                self._unclaim.append(delivery)
+                continue
+            self._finished.append(delivery)
+
+    # --- the grouped write ------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        # A slot missed by more than half the guard (no delivery thread was free) is reserved again.
+        too_late = time.monotonic() - settings.DELIVERY_RATE_GUARD_MS / 2000
+        self._unslotted.extend(d for d in self._ready if d.limited and d.send_at < too_late)
+        self._ready = [d for d in self._ready if not (d.limited and d.send_at < too_late)]
+        free = self.capacity - len(self._sending)
+        to_claim, self._ready = self._ready[:free], self._ready[free:]
+        finished, deferred, unclaim = self._finished, self._deferred, self._unclaim
+        if not (to_claim or finished or deferred or unclaim):
+            return
+        with transaction.atomic():
+            results = outcomes.record([(d.message, d.attempt) for d in finished])
+            self._defer(deferred)
+            self._release(unclaim)
+            claimed = self._claim(to_claim)
+        self._finished, self._deferred, self._unclaim = [], [], []
+        self._unslotted.extend(unclaim)
+        for delivery, result in zip(finished, results, strict=True):
+            self._done(delivery, result or "skipped: settled elsewhere meanwhile")
+        for delivery, _at, reason in deferred:
+            self._done(delivery, reason)
+        for delivery in to_claim:
+            if delivery not in claimed:
+                self._done(delivery, "skipped: claimed elsewhere or not due")
+        for delivery in to_claim:
+            if delivery in claimed:
+                self._start(delivery)
+
+    def _start(self, delivery: Delivery) -> None:
+        if self.pool is None:
+            try:
+                delivery.attempt = send(delivery)
+            except LateForSlot:
+                self._unclaim.append(delivery)
+                return
+            self._finished.append(delivery)
+            return
+        future = self.pool.submit(send, delivery)
+        self._sending[future] = delivery
+        future.add_done_callback(lambda _f: self._wake.set())
+
+    def _claim(self, deliveries: list[Delivery]) -> set[Delivery]:
+        """Claim the messages of `deliveries` (queued/scheduled -> sending, attempts + 1) with one
+        conditional UPDATE statement run for every row; return the deliveries whose claim held."""
+        if not deliveries:
+            return set()
+        now = timezone.now()
+        ops = connection.ops
+        table = ops.quote_name(Message._meta.db_table)
+        pk_field = Message._meta.pk
+        # Table and column names come from the model; every value is a query parameter.
+        sql = (
+            f"UPDATE {table} SET status = %s, attempts = attempts + 1, sending_started_at = %s "  # noqa: S608
+            "WHERE id = %s AND status IN (%s, %s) AND rq_job_id = %s AND attempts = %s "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+        )
+        stamp = ops.adapt_datetimefield_value(now)
+        rows = [
+            (
+                Status.SENDING.value,
+                stamp,
+                pk_field.get_db_prep_value(d.message.pk, connection),
+                Status.QUEUED.value,
+                Status.SCHEDULED.value,
+                d.message.rq_job_id,
+                d.message.attempts,
+                stamp,
+            )
+            for d in deliveries
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        claimed_pks = set(
+            Message.objects.filter(
+                pk__in=[d.message.pk for d in deliveries], status=Status.SENDING, sending_started_at=now
+            ).values_list("pk", flat=True)
+        )
+        claimed = set()
+        for delivery in deliveries:
+            if delivery.message.pk in claimed_pks:
+                message = delivery.message
+                message.status, message.attempts, message.sending_started_at = (
+                    Status.SENDING,
+                    message.attempts + 1,
+                    now,
+                )
+                claimed.add(delivery)
+        return claimed
+
+    def _release(self, deliveries: list[Delivery]) -> None:
+        """Undo the claim of deliveries that missed their rate slot: back to queued, attempts - 1."""
+        if not deliveries:
+            return
+        update_rows(
+            Message,
+            ["status", "attempts", "sending_started_at"],
+            [(d.message.pk, [Status.QUEUED, d.message.attempts - 1, None]) for d in deliveries],
+            where={"status": Status.SENDING},
+        )
+        for delivery in deliveries:
+            message = delivery.message
+            message.status, message.attempts, message.sending_started_at = (
+                Status.QUEUED,
+                message.attempts - 1,
+                None,
+            )
+
+    def _defer(self, deferred: list[tuple[Delivery, datetime, str]]) -> None:
+        """Move deferred messages to new jobs due at their time (no attempt used): a job each, or one
+        new batch job for the deferred members of a batch job; enqueued after commit. Each move is
+        conditional on the message still waiting and pointing at the job it had."""
+        if not deferred:
+            return
+        moves: list[tuple[Message, str, str, datetime]] = []  # (message, old job id, new job id, at)
+        batches: dict[str, list[tuple[Delivery, datetime]]] = {}
+        for delivery, at, _reason in deferred:
+            if delivery.batch:
+                batches.setdefault(delivery.message.rq_job_id, []).append((delivery, at))
+            else:
+                moves.append((delivery.message, delivery.message.rq_job_id, queues.new_job_id(), at))
+        for old_job_id, members in batches.items():
+            job_id, at = queues.new_batch_job_id(), min(at for _, at in members)
+            moves.extend((delivery.message, old_job_id, job_id, at) for delivery, _ in members)
+        ops = connection.ops
+        table = ops.quote_name(Message._meta.db_table)
+        pk_field = Message._meta.pk
+        # Table and column names come from the model; every value is a query parameter.
+        sql = (
+            f"UPDATE {table} SET rq_job_id = %s, next_attempt_at = %s "  # noqa: S608
+            "WHERE id = %s AND rq_job_id = %s AND status IN (%s, %s)"
+        )
+        rows = [
+            (
+                job_id,
+                ops.adapt_datetimefield_value(at),
+                pk_field.get_db_prep_value(message.pk, connection),
+                old_job_id,
+                Status.QUEUED.value,
+                Status.SCHEDULED.value,
+            )
+            for message, old_job_id, job_id, at in moves
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        for message, _old, job_id, at in moves:
+            message.rq_job_id, message.next_attempt_at = job_id, at
+        outbox.enqueue_after_commit([message for message, *_ in moves])
+
+    # --- waiting ----------------------------------------------------------------------------------
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until something may move again (a call finishes, a delivery is submitted, a timer is
+        due) or `timeout` seconds pass; return at once when there is work for `step`."""
+        self._wake.clear()
+        now = time.monotonic()
+        if now < self._retry_writes_at:
+            self._wake.wait(min(timeout, self._retry_writes_at - now))
+            return
+        if self._incoming or self._unslotted or self._unclaim or self._finished or self._deferred:
+            return
+        if any(f.done() for f in self._sending) or (self._ready and len(self._sending) < self.capacity):
+            return
+        wait = timeout
+        if self._timers:
+            when, _, _, phase = self._timers[0]
+            wait = min(wait, when - (CLAIM_AHEAD_SECONDS if phase == "slot" else 0) - now)
+        if wait > 0:
+            self._wake.wait(wait)
+
+
+def summary(results: list[str]) -> str:
+    """Count results by their first word ("sent=98 retry=2")."""
+    counts = Counter(result.split(":")[0].split(" ")[0] for result in results)
+    return " ".join(f"{name}={count}" for name, count in sorted(counts.items()))
+
+
+# --- For jobs run by other worker classes ---------------------------------------------------------
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None  # (process id, size) the pool was made for
+
+
+def delivery_pool() -> ThreadPoolExecutor:
+    """Return this process's pool of WORKER_CONCURRENCY delivery threads, made on first use.
+
+    The threads outlive a job, so their HTTP keep-alive connections to providers are reused by the
+    next one. A forked work horse makes its own pool.
+    """
+    global _pool, _pool_key
+    key = (os.getpid(), max(1, settings.WORKER_CONCURRENCY))
+    if _pool is None or _pool_key != key:
+        with _pool_lock:
+            if _pool is None or _pool_key != key:
+                _pool = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="deliver")
+                _pool_key = key
+    return _pool
+
+
+def delivery_pool_shutdown() -> None:
+    """Stop this process's delivery threads once their calls finish (tests call this)."""
+    global _pool, _pool_key
+    with _pool_lock:
+        pool, _pool, _pool_key = _pool, None, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def deliver_now(message_ids: list[str], *, job_id: str | None = None, batch: bool = False) -> list[str]:
+    """Deliver messages in the calling thread, as one job of a non-concurrent worker; return each one's
+    result in order.
+
+    One message: its call is made inline. Several (a batch job): up to WORKER_CONCURRENCY calls in
+    flight on the process's delivery threads. Either way through the same pipeline as the concurrent
+    worker's (load, gate, claim, send, record).
+    """
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def done(delivery: Delivery, result: str, error: BaseException | None) -> None:
+        results[delivery.extra["index"]] = result
+        if error is not None:
+            errors.append(error)
+
+    deliveries = [
+        Delivery(str(message_id), job_id, done, batch=batch, extra={"index": i})
+        for i, message_id in enumerate(message_ids)
+    ]
+    pool = delivery_pool() if len(deliveries) > 1 else None
+    Engine(pool=pool, capacity=settings.WORKER_CONCURRENCY if pool else 1).run(deliveries)
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(deliveries))]

@@ -1,0 +1,547 @@
+"""The RQ worker classes used by `manage.py rqworker` (settings.RQ["WORKER_CLASS"]).
+
+`Worker` (the default) keeps many jobs in flight in one process, the way BullMQ's `concurrency` and
+Sidekiq's threads do, built on RQ's own primitives (its registries, executions, results and
+heartbeats), so RQ's dashboards, `rq info` and django-rq's pages see every job as usual:
+
+- The main thread dequeues up to WORKER_CONCURRENCY jobs' worth of work in one Redis round trip (a
+  batch job counts as many), marks them started in one pipeline, and marks them finished or failed in
+  one pipeline as they complete. It also sends the heartbeats, runs RQ's maintenance, enforces job
+  timeouts and watches for Redis going away and coming back (it registers itself again if a Redis
+  restart forgot it).
+- Delivery jobs (`deliver`, `deliver_batch`) go to the process's delivery engine
+  (messaging.delivery.engine): one thread does the grouped database work, WORKER_CONCURRENCY delivery
+  threads make the provider calls. Each job keeps its own RQ status and result.
+- Any other job (the sweep, retention, anything else put on these queues) runs on one of
+  WORKER_JOB_THREADS job threads, through RQ's own success/failure handling.
+
+Database connections: the engine thread holds one, each job thread at most one (checked and closed
+as Django does around a request), the delivery threads none: a process opens at most
+1 + WORKER_JOB_THREADS connections, however many calls are in flight.
+
+Job timeouts: signals cannot interrupt threads, so a job's timeout is enforced in two ways. Every
+outbound call has connect and read timeouts shorter than RQ_JOB_TIMEOUT, so a delivery ends on its
+own; and a watchdog in the main thread marks a job failed (JobTimeoutException, like RQ's) once it has
+run longer than its timeout. A job thread gets RQ's TimerDeathPenalty (an exception raised in the
+thread when its time is up); one stuck in a call that ignores it is marked failed by the watchdog and
+its thread left to finish. A delivery that outlives its job is still recorded when its call returns.
+
+Stopping: SIGTERM (or SIGINT) is a warm shutdown: nothing more is dequeued, deliveries still waiting
+for their time or rate slot go back on the scheduler at once, calls in flight finish (each bounded by
+its timeouts) and are recorded, then the worker exits 0. A second signal stops at once (cold); like
+`kill -9`, that leaves claimed messages `sending` and started jobs behind, and the sweep settles them.
+
+`ForkWorker` is rq's forking Worker (a work horse per job) for those who want each job isolated from
+the next (`rqworker --worker-class messaging.delivery.worker.ForkWorker`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue as thread_queue
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections
+from rq import Worker as RqWorker
+from rq.exceptions import StopRequested
+from rq.executions import Execution, cleanup_execution
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import format_exc_info
+from rq.queue import Queue
+from rq.suspension import WORKERS_SUSPENDED
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty
+from rq.utils import now as rq_now
+from rq.worker import BaseWorker, WorkerStatus
+from rq.worker_registration import register
+
+from messaging import queues
+
+from .engine import Delivery, Engine, delivery_pool, summary
+from .startup import startup_summary
+
+# Seconds between heartbeats (worker, and every running job's execution).
+HEARTBEAT_SECONDS = 5.0
+# Seconds the main thread waits for a job to finish before looking at the queues again while it has
+# room for more work (and none was found last time).
+POLL_SECONDS = 0.05
+# Seconds an idle worker blocks on the queues before its next round of upkeep.
+IDLE_BLOCK_SECONDS = 5
+# Seconds between checks whether Redis is back, once it is gone.
+REDIS_RETRY_SECONDS = 0.5
+# Seconds past its timeout before the watchdog fails a job whose thread has not stopped.
+TIMEOUT_GRACE_SECONDS = 5.0
+
+_DEQUEUE_LUA = """
+local want, weight, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local out, taken = {}, 0
+for i = 1, #KEYS do
+  while taken < want do
+    local id = redis.call('LPOP', KEYS[i])
+    if not id then break end
+    out[#out + 1] = KEYS[i]
+    out[#out + 1] = id
+    if string.sub(id, 1, #prefix) == prefix then taken = taken + weight else taken = taken + 1 end
+  end
+  if taken >= want then break end
+end
+return out
+"""
+
+
+@dataclass(eq=False)
+class _Running:
+    """A job this worker started: its execution, how much of the concurrency it holds, its results."""
+
+    job: Job
+    queue: Queue
+    execution: Execution
+    size: int
+    delivery: bool = False
+    batch: bool = False
+    started: float = field(default_factory=time.monotonic)
+    results: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+    exc_info: Any = None
+    return_value: Any = None
+    done: bool = False
+    abandoned: bool = False
+
+
+class _StartupLogMixin:
+    """Logs the configuration (startup_summary) once the worker has started."""
+
+    def bootstrap(self, *args, **kwargs) -> None:
+        super().bootstrap(*args, **kwargs)
+        for line in startup_summary(self.queue_names(), getattr(self, "concurrency", 1)):
+            self.log.info("Worker %s: %s", self.name, line)
+
+
+class Worker(_StartupLogMixin, BaseWorker):
+    """The concurrent worker (see the module docstring). `concurrency`: deliveries in flight at most
+    (default WORKER_CONCURRENCY; `rqworker --concurrency N`)."""
+
+    def __init__(self, *args: Any, concurrency: int | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.concurrency = max(1, concurrency or settings.WORKER_CONCURRENCY)
+        self._completions: thread_queue.SimpleQueue[_Running] = thread_queue.SimpleQueue()
+        self._running: dict[str, _Running] = {}
+        self._last_heartbeat = 0.0
+        self._dequeue_script = None
+        self._stop_engine = threading.Event()
+        self._suspended = False
+
+    # --- RQ's entry point -------------------------------------------------------------------------
+
+    def work(  # type: ignore[override]
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        date_format: str = "%H:%M:%S",
+        log_format: str = "%(asctime)s %(message)s",
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        dequeue_strategy: str = "default",
+    ) -> bool:
+        """Run until stopped (or, with `burst`, until the queues are empty and every job is done).
+
+        Returns whether any job was processed, like RQ's Worker.work.
+        """
+        self.bootstrap(logging_level, date_format, log_format)
+        self._dequeue_strategy = dequeue_strategy
+        self._install_signal_handlers()
+        self.engine = Engine(pool=delivery_pool(), capacity=self.concurrency)
+        self._job_pool = ThreadPoolExecutor(max_workers=settings.WORKER_JOB_THREADS, thread_name_prefix="job")
+        engine_thread = threading.Thread(target=self._run_engine, name="delivery-engine", daemon=True)
+        engine_thread.start()
+        started = 0
+        idle_since = time.monotonic()
+        try:
+            while True:
+                try:
+                    self._upkeep()
+                    self._finish_completed()
+                    self._enforce_timeouts()
+                    if self._stop_requested:
+                        if not self._running:
+                            self.log.info("Worker %s: stopping on request", self.name)
+                            break
+                        self._wait(POLL_SECONDS)
+                        continue
+                    out_of_jobs = max_jobs is not None and started >= max_jobs
+                    got = 0
+                    free = self.concurrency - self._held()
+                    if free > 0 and not out_of_jobs and not self._suspended:
+                        block = not self._running and not burst
+                        got = self._dequeue(free, block=block)
+                        started += got
+                    if got or self._running:
+                        idle_since = time.monotonic()
+                    elif burst or out_of_jobs:
+                        break
+                    elif max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
+                        self.log.info("Worker %s: idle for %d seconds, quitting", self.name, max_idle_time)
+                        break
+                    if self._running and (got == 0 or free - got <= 0):
+                        self._wait(POLL_SECONDS)
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                    self._wait_for_redis(exc)
+                except StopRequested:
+                    break
+        finally:
+            # After a warm stop nothing is running any more; after a cold one (a second signal,
+            # SystemExit) calls in flight are abandoned to the sweep.
+            self._stop_engine.set()
+            self._release_waiting()
+            engine_thread.join(timeout=1.0)
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self._finish_completed()
+            self._job_pool.shutdown(wait=False)
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.teardown()
+        return bool(started)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """Warm shutdown (RQ's, with deliveries still waiting for a slot handed back at once)."""
+        super().request_stop(signum, frame)
+        self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.release_waiting()
+
+    # --- the engine's thread ----------------------------------------------------------------------
+
+    def _run_engine(self) -> None:
+        last_check = time.monotonic()
+        while not (self._stop_engine.is_set() and self.engine.open == 0):
+            try:
+                self.engine.step()
+                self.engine.wait(0.5)
+            except Exception:  # noqa: BLE001 - the engine must outlive any one bad step
+                self.log.exception("Worker %s: delivery engine step failed", self.name)
+                time.sleep(0.5)
+            if time.monotonic() - last_check > 10:
+                # As Django does between requests: drop a broken or too old connection.
+                close_old_connections()
+                last_check = time.monotonic()
+        close_old_connections()
+
+    # --- dequeueing and starting jobs -------------------------------------------------------------
+
+    def _held(self) -> int:
+        """Deliveries (and other jobs) this worker holds: submitted and not yet done."""
+        return self.engine.open + sum(1 for r in self._running.values() if r.size == 0 and not r.done)
+
+    def _dequeue(self, free: int, *, block: bool) -> int:
+        """Take up to `free` deliveries' worth of jobs off the queues (a batch job counts as
+        BULK_BATCH_SIZE) and start them; return how many jobs were started. With `block`, wait up to
+        IDLE_BLOCK_SECONDS for the first one."""
+        keys = [q.key for q in self._ordered_queues]
+        popped: list[tuple[str, str]] = []
+        if block:
+            first = self.connection.blpop(keys, IDLE_BLOCK_SECONDS)
+            if first is None:
+                return 0
+            popped.append((first[0].decode(), first[1].decode()))
+            free -= settings.BULK_BATCH_SIZE if first[1].startswith(queues.BATCH_JOB_PREFIX.encode()) else 1
+        if free > 0:
+            if self._dequeue_script is None:
+                self._dequeue_script = self.connection.register_script(_DEQUEUE_LUA)
+            found = self._dequeue_script(
+                keys=keys, args=[free, settings.BULK_BATCH_SIZE, queues.BATCH_JOB_PREFIX]
+            )
+            popped += [(found[i].decode(), found[i + 1].decode()) for i in range(0, len(found), 2)]
+        if not popped:
+            return 0
+        by_key = {q.key: q for q in self.queues}
+        jobs = self.job_class.fetch_many([job_id for _, job_id in popped], self.connection, self.serializer)
+        started = [(job, by_key[key]) for (key, _), job in zip(popped, jobs, strict=True) if job is not None]
+        if self._dequeue_strategy in ("round_robin", "random") and started:
+            self.reorder_queues(started[-1][1])
+        self._start(started)
+        return len(started)
+
+    def _start(self, jobs: list[tuple[Job, Queue]]) -> None:
+        """Mark `jobs` started (executions, started registry, job status) in one pipeline, then hand
+        each to the delivery engine or a job thread."""
+        if not jobs:
+            return
+        running: list[_Running] = []
+        with self.connection.pipeline() as pipe:
+            for job, queue in jobs:
+                ttl = self.get_heartbeat_ttl(job)
+                execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+                self.executions[execution.id] = execution
+                job.heartbeat(rq_now(), ttl, pipeline=pipe)
+                job.prepare_for_execution(self.name, pipe)
+                pipe.persist(job.key)
+                running.append(_Running(job, queue, execution, size=0))
+            self.heartbeat(pipeline=pipe)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            pipe.execute()
+        for item in running:
+            self._running[item.job.id] = item
+            try:
+                delivery_ids = self._delivery_ids(item.job)
+            except Exception as exc:  # noqa: BLE001 - e.g. arguments that cannot be unpickled
+                item.error, item.exc_info, item.delivery = exc, sys.exc_info(), True
+                self._complete(item)
+                continue
+            if delivery_ids is None:
+                self._job_pool.submit(self._perform, item)
+                continue
+            item.delivery, item.size = True, len(delivery_ids)
+            item.batch = item.job.func_name.endswith("deliver_batch")
+            if not delivery_ids:
+                self._complete(item)
+                continue
+            self.engine.submit(
+                [Delivery(mid, item.job.id, self._delivered(item), batch=item.batch) for mid in delivery_ids]
+            )
+
+    @staticmethod
+    def _delivery_ids(job: Job) -> list[str] | None:
+        """The message ids of a delivery job (`deliver(id)` or `deliver_batch(ids)`), else None."""
+        if job.func_name not in queues.DELIVERY_JOBS:
+            return None
+        if job.func_name.endswith("deliver_batch"):
+            return [str(message_id) for message_id in job.args[0]]
+        return [str(job.args[0])]
+
+    def _delivered(self, item: _Running):  # noqa: ANN202 - a closure for Delivery.on_done
+        def on_done(delivery: Delivery, result: str, error: BaseException | None) -> None:
+            item.results.append(result)
+            if error is not None and item.error is None:
+                item.error = error
+                item.exc_info = (type(error), error, error.__traceback__)
+            if len(item.results) == item.size:
+                self._complete(item)
+
+        return on_done
+
+    def _perform(self, item: _Running) -> None:
+        """Run a job that is not a delivery in this job thread, within its timeout."""
+        close_old_connections()
+        try:
+            timeout = item.job.timeout or Queue.DEFAULT_TIMEOUT
+            with TimerDeathPenalty(timeout, JobTimeoutException, job_id=item.job.id):
+                item.return_value = item.job.perform()
+        except BaseException as exc:  # noqa: BLE001 - reported as the job's failure
+            item.error, item.exc_info = exc, sys.exc_info()
+        finally:
+            close_old_connections()
+            self._complete(item)
+
+    def _complete(self, item: _Running) -> None:
+        self._completions.put(item)
+
+    # --- finishing jobs ---------------------------------------------------------------------------
+
+    def _wait(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for a job to complete (it is then finished by the next round)."""
+        try:
+            item = self._completions.get(timeout=timeout)
+        except thread_queue.Empty:
+            return
+        self._completions.put(item)
+
+    def _finish_completed(self) -> None:
+        """Record every job that completed since the last round: delivery jobs in one pipeline, other
+        jobs through RQ's own success and failure handling."""
+        done: list[_Running] = []
+        while True:
+            try:
+                done.append(self._completions.get_nowait())
+            except thread_queue.Empty:
+                break
+        fast = []
+        for item in done:
+            item.done = True
+            if item.abandoned or self._running.get(item.job.id) is not item:
+                continue
+            if item.delivery:
+                fast.append(item)
+            else:
+                self._finish_with_rq(item)
+        self._finish_deliveries(fast)
+
+    def _finish_deliveries(self, items: list[_Running]) -> None:
+        if not items:
+            return
+        ended = rq_now()
+        with self.connection.pipeline() as pipe:
+            for item in items:
+                job = item.job
+                job.ended_at = ended
+                job.heartbeat(ended, 0, pipeline=pipe)
+                working = ended - job.started_at if job.started_at else None
+                if item.error is None:
+                    job._status = JobStatus.FINISHED
+                    job._result = summary(item.results) if item.batch else (item.results or [""])[0]
+                    self.increment_successful_job_count(pipeline=pipe)
+                    result_ttl = job.get_result_ttl(self.default_result_ttl)
+                    if result_ttl != 0:
+                        job._handle_success(
+                            result_ttl,
+                            pipeline=pipe,
+                            worker_name=self.name,
+                            execution_id=item.execution.id,
+                            execution_started_at=item.execution.created_at,
+                            execution_ended_at=ended,
+                        )
+                    job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+                else:
+                    job._status = JobStatus.FAILED
+                    job.set_status(JobStatus.FAILED, pipeline=pipe)
+                    job._handle_failure(
+                        format_exc_info(item.exc_info),
+                        pipeline=pipe,
+                        worker_name=self.name,
+                        execution_id=item.execution.id,
+                        execution_started_at=item.execution.created_at,
+                        execution_ended_at=ended,
+                    )
+                    self.increment_failed_job_count(pipeline=pipe)
+                if working is not None:
+                    self.increment_total_working_time(working, pipe)
+                cleanup_execution(self, job, pipe, item.execution)
+                self._running.pop(job.id, None)
+                # One line per job, naming only ids (a batch job: how many messages).
+                call = f"deliver_batch({item.size} messages)" if item.batch else job.description
+                self.log.info(
+                    "Worker %s: %s: %s (%s): %s",
+                    self.name,
+                    job.origin,
+                    call,
+                    job.id,
+                    job._result or item.error,
+                )
+            if not self._running:
+                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            pipe.execute()
+
+    def _finish_with_rq(self, item: _Running) -> None:
+        job, queue, execution = item.job, item.queue, item.execution
+        self._running.pop(job.id, None)
+        if item.error is None:
+            self._finalize_success(job, queue, execution, item.return_value)
+        else:
+            self._finalize_failure(job, queue, execution, item.exc_info)
+        if not self._running:
+            self.set_state(WorkerStatus.IDLE)
+
+    def _enforce_timeouts(self) -> None:
+        """The watchdog: fail jobs that ran past their timeout (plus TIMEOUT_GRACE_SECONDS for jobs on
+        a job thread, whose own timer should have stopped them first)."""
+        now = time.monotonic()
+        for item in list(self._running.values()):
+            timeout = item.job.timeout or Queue.DEFAULT_TIMEOUT
+            if timeout < 0 or item.done:
+                continue
+            grace = 0 if item.size else TIMEOUT_GRACE_SECONDS
+            if now - item.started <= timeout + grace:
+                continue
+            item.abandoned = True
+            error = JobTimeoutException(f"Task exceeded maximum timeout value ({timeout} seconds)")
+            self.log.warning("Worker %s: job %s exceeded its timeout of %ss", self.name, item.job.id, timeout)
+            item.error, item.exc_info, item.delivery = error, (JobTimeoutException, error, None), True
+            self._finish_deliveries([item])
+
+    # --- upkeep -----------------------------------------------------------------------------------
+
+    def _upkeep(self) -> None:
+        """Heartbeats for the worker and every running job; RQ's maintenance when due."""
+        if time.monotonic() - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = time.monotonic()
+        with self.connection.pipeline() as pipe:
+            self.heartbeat(pipeline=pipe)
+            for item in self._running.values():
+                ttl = self.get_heartbeat_ttl(item.job)
+                item.execution.heartbeat(item.job.started_job_registry, ttl, pipeline=pipe)
+                item.job.heartbeat(rq_now(), ttl, pipeline=pipe, xx=True)
+            pipe.exists(WORKERS_SUSPENDED)
+            pipe.sismember(self.redis_workers_keys, self.key)
+            *_, suspended, registered = pipe.execute()
+        if not registered:
+            self._register_again()
+        if bool(suspended) != self._suspended:
+            self._suspended = bool(suspended)
+            self.log.info(
+                "Worker %s: %s", self.name, "suspended, run `rq resume` to resume" if suspended else "resumed"
+            )
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout or self.worker_ttl + 60, pipeline=pipeline)
+
+    def _register_again(self) -> None:
+        """Register this worker again (a Redis restart without persistence forgot it)."""
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            pipe.hset(self.key, "state", self.get_state())
+            register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
+        self.log.info("Worker %s: registered again (Redis had forgotten it)", self.name)
+
+    def _wait_for_redis(self, exc: Exception) -> None:
+        """Wait for Redis to answer again (checking every REDIS_RETRY_SECONDS), then register again
+        if needed and carry on. Deliveries in flight keep going meanwhile; jobs that finished are
+        recorded once Redis is back."""
+        self.log.error("Worker %s: Redis unavailable (%s); waiting for it", self.name, exc)
+        while not self._stop_requested:
+            time.sleep(REDIS_RETRY_SECONDS)
+            try:
+                self.connection.ping()
+            except redis.exceptions.RedisError:
+                continue
+            break
+        else:
+            return
+        self._dequeue_script = None
+        self._last_heartbeat = 0.0
+        self.log.info("Worker %s: Redis answers, working again", self.name)
+
+
+class ForkWorker(_StartupLogMixin, RqWorker):
+    """rq's forking Worker (a work horse per job) with the same start-up log, which outlives Redis
+    outages: RQ's loop exits on a Redis error outside its dequeue, so this one waits for Redis (every
+    REDIS_RETRY_SECONDS) and works again. A requested stop and burst mode end it as before."""
+
+    _stop_signalled = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_signalled = True
+        super().request_stop(signum, frame)
+
+    def work(self, burst: bool = False, **kwargs: Any) -> bool:  # type: ignore[override]
+        worked = False
+        while True:
+            try:
+                worked = super().work(burst=burst, **kwargs) or worked
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                self.log.error("Worker %s: Redis unavailable (%s)", self.name, exc)
+            if burst or self._stop_signalled or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
+                return worked
+            while not self._stop_signalled:
+                time.sleep(REDIS_RETRY_SECONDS)
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    self.connection.ping()
+                    # A registration left by the loop that failed would make register_birth refuse to
+                    # start "a second worker" with our name.
+                    if not self.connection.hexists(self.key, "death"):
+                        self.connection.delete(self.key)
+                    break
+            if self._stop_signalled:
+                return worked
