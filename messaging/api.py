@@ -23,7 +23,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from . import openapi, queues, ratelimit, selectors, services
+from . import openapi, queues, ratelimit, selectors, services, workspaces
 from .idempotency import idempotent
 from .models import ApiKey, Message, Status
 from .validation import RequestInvalid, clean_ai_request, clean_email_request, clean_sms_request
@@ -55,7 +55,7 @@ def error_response(
 def _authenticate(request: HttpRequest) -> ApiKey:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    key = services.api_key_authenticate(token.strip()) if scheme.lower() == "bearer" and token else None
+    key = workspaces.api_key_authenticate(token.strip()) if scheme.lower() == "bearer" and token else None
     if key is None:
         # One message for missing, malformed, unknown and revoked keys: no oracle.
         raise ApiError(401, "Missing or invalid API key. Send Authorization: Bearer <key>.")
@@ -185,7 +185,7 @@ def _allowed_workspaces(api_key: ApiKey) -> frozenset[str]:
 def _check_workspace_scope(api_key: ApiKey, workspace_external_id: str) -> None:
     allowed = _allowed_workspaces(api_key)
     if allowed:
-        workspace = services.workspace_lookup(workspace_external_id)
+        workspace = workspaces.workspace_lookup(workspace_external_id)
         if workspace is None or workspace.external_id not in allowed:
             raise ApiError(403, f"This API key may not send for workspace {workspace_external_id!r}.")
 
@@ -322,7 +322,7 @@ def _check_ai_rate_limits(workspace_external_id: str, rate_limit_key: str) -> No
     `ai_per_minute`). The 429 carries `Retry-After` in whole seconds (rounded up). While Redis is
     unreachable the limits are not checked (logged), so the request is still accepted.
     """
-    workspace = services.workspace_lookup(workspace_external_id)
+    workspace = workspaces.workspace_lookup(workspace_external_id)
     workspace_key = workspace.external_id if workspace else workspace_external_id
     per_workspace = settings.AI_RATE_LIMIT_PER_WORKSPACE
     if workspace and workspace.ai_per_minute:

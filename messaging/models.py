@@ -76,6 +76,10 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    # Not a column: the external IDs of `workspaces` (empty = every workspace), filled in by
+    # workspaces.api_key_authenticate and cached with the key, so the API's scope check costs no query.
+    allowed_workspaces: frozenset[str] | None = None
+
     class Meta:
         verbose_name = "API key"
 

@@ -21,6 +21,8 @@ from django.conf import settings
 from django.utils import timezone
 from email_validator import EmailNotValidError, validate_email
 
+from .lib import netguard
+
 MAX_ID_LENGTH = 100
 MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
 MAX_METADATA_KEYS = 50
@@ -261,7 +263,7 @@ def _workspace_settings(external_id: str, cache: dict[str, tuple[str, str]] | No
 
     `cache` (a dict kept by the caller, e.g. for one bulk request) avoids a lookup per item.
     """
-    from .services import workspace_lookup
+    from .workspaces import workspace_lookup
 
     if cache is not None and external_id in cache:
         return cache[external_id]
@@ -378,13 +380,11 @@ MAX_AI_MESSAGE_LENGTH = 8000
 
 
 def clean_callback_url(value: Any, name: str, errors: Errors) -> str:
-    """Return a callback URL that passes the SSRF guard (see messaging.netguard), or '' after an error.
+    """Return a callback URL that passes the SSRF guard (see messaging.lib.netguard), or '' after an error.
 
     A host that does not resolve right now is accepted: the guard runs again before every send, and
     a DNS outage should not refuse requests.
     """
-    from . import netguard
-
     url = clean_url(value, name, errors, required=True)
     if not url:
         return ""

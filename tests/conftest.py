@@ -16,13 +16,13 @@ from rq import SimpleWorker
 
 from messaging import queues, services
 from messaging.models import Message
-from messaging.services import api_key_create
+from messaging.workspaces import api_key_create
 
 
 @pytest.fixture(autouse=True)
 def caches_clean():
     """Per-process caches (API keys, workspaces) start empty in every test."""
-    from messaging import ttlcache
+    from messaging.lib import ttlcache
 
     ttlcache.clear_all()
     yield

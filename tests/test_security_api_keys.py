@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from messaging import services
+from messaging import workspaces
 from messaging.models import ApiKey, Message, Workspace, WorkspaceAlias
-from messaging.services import api_key_authenticate, api_key_create
+from messaging.workspaces import api_key_authenticate, api_key_create
 from tests.conftest import ApiClient
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
@@ -78,7 +78,7 @@ def test_missing_malformed_and_unknown_keys_get_the_same_401(db, header):
 def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db, monkeypatch):
     # API processes cache keys for API_KEY_CACHE_SECONDS; a revocation made elsewhere (another web
     # process, the database) must take effect within that time. Shortened here to keep the test quick.
-    monkeypatch.setattr(services._api_keys, "ttl", 0.5)
+    monkeypatch.setattr(workspaces._api_keys, "ttl", 0.5)
     key, full_key = api_key_create(name="victim")
     assert ApiClient(full_key).post("/api/schedule-sms", GOOD).status_code == 202
     wrong_secret = full_key[:-4] + ("aaaa" if not full_key.endswith("aaaa") else "bbbb")
