@@ -1,4 +1,4 @@
-"""Operator dashboard views (staff only). Thin: read through selectors, write through services."""
+"""Operator dashboard views (staff only). Thin: read through messaging.reporting, write through services."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from messaging import selectors, services, validation
+from messaging import services, validation
 from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
+from messaging.reporting import numbers, queue_stats, selectors
 
 from .access import staff_required
 from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
@@ -30,22 +31,22 @@ TEST_SEND = {
 
 
 def _window(request: HttpRequest) -> str:
-    window = request.GET.get("window", selectors.DEFAULT_WINDOW)
-    return window if window in selectors.WINDOWS else selectors.DEFAULT_WINDOW
+    window = request.GET.get("window", numbers.DEFAULT_WINDOW)
+    return window if window in numbers.WINDOWS else numbers.DEFAULT_WINDOW
 
 
 def _overview_context(request: HttpRequest) -> dict:
     window = _window(request)
     now = timezone.now()
-    metrics = selectors.workspace_metrics(window, now=now)
+    metrics = numbers.workspace_metrics(window, now=now)
     return {
-        "window_since": selectors.window_start(window, now),
+        "window_since": numbers.window_start(window, now),
         "window": window,
-        "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
-        "window_label": selectors.WINDOWS[window][0],
+        "windows": [(key, label) for key, (label, _length) in numbers.WINDOWS.items()],
+        "window_label": numbers.WINDOWS[window][0],
         "metrics": metrics,
         "channels": Channel.choices,
-        "queues": selectors.queue_numbers(),
+        "queues": queue_stats.queue_numbers(),
         "updated_at": timezone.now(),
     }
 
@@ -74,13 +75,13 @@ def workspace_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     workspace = get_object_or_404(Workspace, external_id=external_id)
     window = _window(request)
     hours = 168 if window in ("7d", "all") else 48
-    series = selectors.workspace_hourly_series(workspace, hours=hours)
+    series = numbers.workspace_hourly_series(workspace, hours=hours)
     ctx = {
         "workspace": workspace,
         "window": window,
-        "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
-        "window_label": selectors.WINDOWS[window][0],
-        "summary": selectors.workspace_summary(workspace, window),
+        "windows": [(key, label) for key, (label, _length) in numbers.WINDOWS.items()],
+        "window_label": numbers.WINDOWS[window][0],
+        "summary": numbers.workspace_summary(workspace, window),
         "charts": [(label, series[value]) for value, label in Channel.choices],
         "chart_hours": hours,
         "recent": selectors.workspace_recent_messages(workspace),

@@ -21,14 +21,16 @@ from django.utils import timezone
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from . import openapi, queues, ratelimit, selectors, services, workspaces
+from . import openapi, queues, ratelimit, services, workspaces
 from .idempotency import idempotent
 from .models import ApiKey, Message, Status
+from .reporting import queue_stats, selectors
 from .validation import RequestInvalid, clean_ai_request, clean_email_request, clean_sms_request
 
 logger = logging.getLogger(__name__)
+
+QUEUE_BACKEND_UNAVAILABLE = "Queue backend unavailable. Try again."
 
 
 class ApiError(Exception):
@@ -165,7 +167,7 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
                 return error_response(503, "Database unavailable; nothing was stored. Try again.")
             except redis.exceptions.RedisError:
                 logger.exception("Redis error in %s", request.path)
-                return error_response(503, "Queue backend unavailable. Try again.")
+                return error_response(503, QUEUE_BACKEND_UNAVAILABLE)
 
         # Read by tests/test_openapi.py to compare with the OpenAPI document.
         wrapper.api_methods = methods
@@ -406,18 +408,21 @@ def queue_counts(request: HttpRequest) -> JsonResponse:
     """GET /api/queues: per queue, job counts waiting, active, completed, failed and delayed.
 
     `delayed` counts scheduled messages and retries waiting for their time, from the database.
+    503 when Redis does not answer (the counts would be incomplete).
     """
-    delayed = selectors.delayed_counts()
-    result = {}
-    for name in queues.QUEUE_NAMES:
-        queue = queues.get_queue(name)
-        result[name] = {
-            "waiting": queue.count,
-            "active": StartedJobRegistry(queue=queue).count,
-            "completed": FinishedJobRegistry(queue=queue).count,
-            "failed": FailedJobRegistry(queue=queue).count,
-            "delayed": delayed.get(name, 0),
+    numbers = queue_stats.queue_numbers()
+    if not all(q.redis_answered for q in numbers):
+        raise ApiError(503, QUEUE_BACKEND_UNAVAILABLE)
+    result = {
+        q.name: {
+            "waiting": q.waiting,
+            "active": q.active,
+            "completed": q.completed,
+            "failed": q.failed,
+            "delayed": q.delayed,
         }
+        for q in numbers
+    }
     return JsonResponse({"success": True, "queues": result})
 
 

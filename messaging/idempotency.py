@@ -16,7 +16,7 @@ Semantics follow the IETF draft "The Idempotency-Key HTTP Header Field"
   rate limit, database or Redis outage) the key is released so a retry is handled afresh, as Stripe does
   for requests that fail validation.
 - Records are kept IDEMPOTENCY_KEY_TTL_HOURS (at least 24) and then deleted by the periodic retention
-  job (maintenance.idempotency_records_prune).
+  job (retention.idempotency_records_prune).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rq import get_current_job
 
 from . import maintenance, services
+from .retention import finished_jobs_trim, idempotency_records_prune, messages_redact
 
 
 def deliver(message_id: str) -> str:
@@ -35,7 +36,7 @@ def sweep() -> dict[str, int]:
 def retention() -> dict[str, int]:
     """Periodic: clear old message contents, prune idempotency keys, trim finished RQ jobs."""
     return {
-        "redacted": maintenance.messages_redact(),
-        "idempotency_keys_pruned": maintenance.idempotency_records_prune(),
-        "finished_jobs_trimmed": maintenance.finished_jobs_trim(),
+        "redacted": messages_redact(),
+        "idempotency_keys_pruned": idempotency_records_prune(),
+        "finished_jobs_trimmed": finished_jobs_trim(),
     }

@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import queues, ratelimit, rollup
+from . import queues, ratelimit
 from .lib.bulkinsert import insert_rows, update_rows
 from .models import ApiKey, DeliveryAttempt, Message, Status, Workspace
 from .providers.ai import ChatClient, Reply, simulated_reply
@@ -33,6 +33,7 @@ from .providers.base import CallResult, ProviderError, excerpt
 from .providers.callback import CallbackClient
 from .providers.email import EmailClient
 from .providers.sms import SmsClient
+from .reporting import rollup
 from .workspaces import workspace_get, workspace_get_or_create
 
 logger = logging.getLogger(__name__)

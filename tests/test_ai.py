@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from werkzeug import Response
 
+from messaging.devtools.sandbox import sandbox_reply
 from messaging.models import DeliveryAttempt, Message, SandboxReceipt, Workspace
-from messaging.sandbox import sandbox_reply
 from tests.conftest import ApiClient, run_jobs
 
 GOOD = {

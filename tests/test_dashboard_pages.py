@@ -10,8 +10,8 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
 
-from messaging import rollup
 from messaging.models import DeliveryAttempt, Message, SandboxReceipt, Status
+from messaging.reporting import rollup
 from tests import factories
 from tests.conftest import run_jobs
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from messaging import queues
 from messaging.idempotency import request_fingerprint
-from messaging.maintenance import idempotency_records_prune
 from messaging.models import ApiKey, IdempotencyRecord, Message
+from messaging.retention import idempotency_records_prune
 from messaging.workspaces import api_key_create
 from tests.conftest import ApiClient
 

@@ -11,8 +11,8 @@ from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from messaging import jobs, queues
-from messaging.maintenance import finished_jobs_trim, messages_redact
 from messaging.models import DeliveryAttempt, Message, Workspace
+from messaging.retention import finished_jobs_trim, messages_redact
 
 DAY = 86_400
 

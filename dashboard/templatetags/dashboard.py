@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import template
 from django.utils.html import format_html
 
-from messaging.selectors import error_label
+from messaging.reporting.selectors import error_label
 
 register = template.Library()
 

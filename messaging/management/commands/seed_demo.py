@@ -5,7 +5,8 @@ import random
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging import demo, queues, services
+from messaging import queues, services
+from messaging.devtools import demo
 from messaging.models import Workspace
 
 
