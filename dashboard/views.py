@@ -17,16 +17,17 @@ from django.views.decorators.http import require_GET, require_POST
 from messaging import services, validation
 from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
 from messaging.reporting import numbers, queue_stats, selectors
+from messaging.workspaces import workspace_lookup
 
 from .access import staff_required
 from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
 
-# channel -> (form class, validation function in messaging.validation, service in messaging.services):
-# the same pair the API view of that channel calls.
+# channel -> (form class, the body's workspace field, validation function in messaging.validation,
+# service in messaging.services): the same functions the API view of that channel calls.
 TEST_SEND = {
-    "sms": (SmsTestForm, "clean_sms_request", "message_create"),
-    "email": (EmailTestForm, "clean_email_request", "message_create"),
-    "ai": (AiTestForm, "clean_ai_request", "ai_request_create"),
+    "sms": (SmsTestForm, "workspaceId", "clean_sms_request", "message_create"),
+    "email": (EmailTestForm, "workspaceId", "clean_email_request", "message_create"),
+    "ai": (AiTestForm, "workspace_id", "clean_ai_request", "ai_request_create"),
 }
 
 
@@ -306,8 +307,8 @@ def available_test_channels() -> list[tuple[str, str]]:
         (value, label)
         for value, label in Channel.choices
         if value in TEST_SEND
-        and hasattr(validation, TEST_SEND[value][1])
-        and hasattr(services, TEST_SEND[value][2])
+        and hasattr(validation, TEST_SEND[value][2])
+        and hasattr(services, TEST_SEND[value][3])
     ]
 
 
@@ -320,13 +321,15 @@ def test_send(request: HttpRequest) -> HttpResponse:
     channel = request.POST.get("channel") or request.GET.get("channel") or "sms"
     if channel not in available:
         channel = "sms"
-    form_class, validator_name, service_name = TEST_SEND[channel]
+    form_class, workspace_field, validator_name, service_name = TEST_SEND[channel]
     if request.method == "POST":
         form = form_class(request.POST)
         form.is_valid()
         try:
             body = form.api_body()
-            cleaned = getattr(validation, validator_name)(body)
+            # Staff may send for any workspace: no scope check, just the one lookup the API does.
+            workspace = workspace_lookup(validation.workspace_id_of(body, workspace_field))
+            cleaned = getattr(validation, validator_name)(body, workspace=workspace)
         except ValueError as exc:
             form.add_error(str(exc), "Is not valid JSON.")
         except validation.RequestInvalid as exc:

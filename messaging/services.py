@@ -112,6 +112,7 @@ def message_create(
     *,
     channel: str,
     workspace_external_id: str,
+    workspace: Workspace | None = None,
     api_key: ApiKey | None = None,
     contact_id: str = "",
     recipient: str = "",
@@ -124,14 +125,16 @@ def message_create(
 ) -> Message:
     """Store an accepted request as a Message and enqueue it once the transaction commits.
 
-    `scheduled_for` (aware) delays delivery; None sends now. `extra` sets further Message fields
-    (segments, encoding, callback_url, ...). Returns the message with status `queued` or `scheduled`
-    (or `accepted` when Redis could not be reached; the sweep enqueues it later).
+    `workspace` is the one `workspace_external_id` (an ID or alias) names, when the caller has looked
+    it up; None creates it (or finds it) here. `scheduled_for` (aware) delays delivery; None sends
+    now. `extra` sets further Message fields (segments, encoding, callback_url, ...). Returns the
+    message with status `queued` or `scheduled` (or `accepted` when Redis could not be reached; the
+    sweep enqueues it later).
     """
     now = timezone.now()
     message = Message(
         channel=channel,
-        workspace=workspace_get_or_create(external_id=workspace_external_id),
+        workspace=workspace or workspace_get_or_create(external_id=workspace_external_id),
         api_key=api_key,
         contact_id=contact_id,
         recipient=recipient,
@@ -156,7 +159,8 @@ def _chunks(items: list, size: int) -> list[list]:
 def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None = None) -> list[Message]:
     """Store many validated requests with bulk inserts and enqueue them as batch jobs after commit.
 
-    `items` are `message_create` keyword dicts (as returned by the validation cleaners). Messages due at
+    `items` are `message_create` keyword dicts (as returned by the validation cleaners); an item's
+    workspace is created (or found) once per distinct ID when it has none. Messages due at
     the same second on the same channel share `deliver_batch` jobs of up to BULK_BATCH_SIZE ids; each
     message is still claimed and recorded on its own. Returns the messages in input order with status
     `queued`/`scheduled` (or `accepted` when Redis could not be reached; the sweep enqueues those).
@@ -167,11 +171,14 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
     for item in items:
         fields = dict(item)
         external_id = fields.pop("workspace_external_id")
+        workspace = fields.pop("workspace", None)
         scheduled_for = fields.pop("scheduled_for", None)
-        if external_id not in workspaces:
-            workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+        if workspace is None:
+            if external_id not in workspaces:
+                workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+            workspace = workspaces[external_id]
         message = Message(
-            workspace=workspaces[external_id],
+            workspace=workspace,
             api_key=api_key,
             max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
             **fields,
@@ -377,6 +384,7 @@ SENDERS["email"] = _send_email
 def ai_request_create(
     *,
     workspace_external_id: str,
+    workspace: Workspace | None = None,
     contact_id: str,
     external_message_id: str,
     body: str,
@@ -387,13 +395,14 @@ def ai_request_create(
 ) -> Message:
     """Store an AI-reply request as a Message on queue `ai` and enqueue it after commit.
 
-    `body` is the client's message text. The message's metadata keeps `jobId` (the job id answered to
-    the client, sent back in the callback even if later retries run under other job ids) and `to`
-    (the optional phone number for a `/send-sms` callback).
+    `workspace` as in message_create. `body` is the client's message text. The message's metadata
+    keeps `jobId` (the job id answered to the client, sent back in the callback even if later retries
+    run under other job ids) and `to` (the optional phone number for a `/send-sms` callback).
     """
     message = message_create(
         channel="ai",
         workspace_external_id=workspace_external_id,
+        workspace=workspace,
         api_key=api_key,
         contact_id=contact_id,
         recipient=(urlsplit(callback_url).hostname or "")[:320],

@@ -27,10 +27,12 @@ _api_keys = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
 
 
 def workspace_lookup(external_id: str) -> Workspace | None:
-    """Return the workspace for an ID or alias as sent by a client, or None when unknown.
+    """Return the workspace for an ID or alias as sent by a client, or None when unknown or ''.
 
     Found workspaces are cached for WORKSPACE_CACHE_SECONDS; unknown IDs are not.
     """
+    if not external_id:
+        return None
     workspace = _workspaces.get(external_id)
     if workspace is not None:
         return workspace

@@ -341,7 +341,7 @@ def test_the_test_send_form_shows_field_errors_inline(staff, db):
     from messaging.validation import RequestInvalid, clean_sms_request
 
     with pytest.raises(RequestInvalid) as api_errors:
-        clean_sms_request({"workspaceId": "66338", "contactId": "c", "phoneNumber": "12"})
+        clean_sms_request({"workspaceId": "66338", "contactId": "c", "phoneNumber": "12"}, workspace=None)
     for field in ("phoneNumber", "message"):
         assert f'<small class="error">{escape(api_errors.value.errors[field][0])}</small>' in html
 

@@ -159,3 +159,29 @@ def test_a_scoped_key_cannot_read_or_cancel_another_workspaces_message(db):
     assert scoped.post(f"/api/messages/{message_id}/cancel", {}).status_code == 404
     assert Message.objects.get(pk=message_id).status == "scheduled"
     assert ApiClient(everything).get(f"/api/messages/{message_id}").status_code == 200
+
+
+def test_a_scoped_key_gets_403_before_any_other_field_is_validated(db):
+    """A key limited to A learns nothing about B from 400s (B's phone region, time zone, ...)."""
+    _, only_a = api_key_create(name="only-a", workspace_ids=["A"])
+    Workspace.objects.create(external_id="B", default_phone_region="GB", timezone="Europe/London")
+    api = ApiClient(only_a)
+    # Valid only in B's region, invalid in every other way, or both: always the same 403.
+    for body in (
+        {**GOOD, "workspaceId": "B", "phoneNumber": "020 7946 0018"},
+        {**GOOD, "workspaceId": "B", "phoneNumber": "020 7946 0018", "message": ""},
+        {"workspaceId": "B", "scheduledFor": "2030-03-31T01:30:00"},
+    ):
+        refused = api.post("/api/schedule-sms", body)
+        assert refused.status_code == 403, refused.json()
+        assert "errors" not in refused.json()
+    refused = api.post("/api/ai-response", {"workspace_id": "B", "phone_number": "020 7946 0018"})
+    assert refused.status_code == 403
+    bulk = api.post("/api/schedule-sms/bulk", {"messages": [{"workspaceId": "B", "message": ""}]})
+    message = "This API key may not send for workspace 'B'."
+    assert bulk.json()["results"][0]["errors"] == {"workspaceId": [message]}
+    # A missing or malformed workspace ID names no workspace: the usual 400 for the fields.
+    missing = api.post("/api/schedule-sms", {**GOOD, "workspaceId": None})
+    assert missing.status_code == 400
+    assert list(missing.json()["errors"]) == ["workspaceId"]
+    assert Message.objects.count() == 0

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from messaging import queues
-from messaging.api import MAX_JSON_DEPTH, json_depth
+from messaging.http import MAX_JSON_DEPTH, json_depth
 from messaging.models import Message
 from messaging.workspaces import api_key_create
 from tests.conftest import ApiClient
