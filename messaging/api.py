@@ -281,7 +281,7 @@ def health_ready(request: HttpRequest) -> JsonResponse:
 
 @api_view(("GET",), auth=False)
 def openapi_document(request: HttpRequest) -> JsonResponse:
-    """GET /api/openapi.json: the OpenAPI 3 document of this API (messaging/openapi.py)."""
+    """GET /api/openapi.json: the OpenAPI 3 document of this API (messaging/openapi/)."""
     return JsonResponse(openapi.document())
 
 

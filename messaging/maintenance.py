@@ -3,7 +3,7 @@
 Kept apart from services.py (same conventions: `<entity>_<action>`, keyword-only arguments) because
 they run from periodic jobs and management commands, not from requests.
 
-The sweep is what makes "nothing accepted is ever lost" true (DESIGN.md, "Flow", point 6). It only
+The sweep is what makes "nothing accepted is ever lost" true (README, "Outbox sweep"). It only
 ever moves a message with a conditional update on the message's current job id, so two sweeps running
 at once never both re-enqueue the same message, and the worker's claim (which also checks the job id)
 means a duplicate job left behind by any race does nothing.
