@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_rq.settings import get_queues_map
 
 from messaging import services, validation
 from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
@@ -137,8 +138,6 @@ def _message_or_404(message_id: str) -> Message:
 
 
 def _job_url(message: Message) -> str | None:
-    from django_rq.settings import get_queues_map
-
     index = get_queues_map().get(message.channel)
     if index is None or not message.rq_job_id:
         return None

@@ -128,7 +128,7 @@ def _storable(response: HttpResponse) -> bool:
 
 
 def idempotent(view: Callable) -> Callable:
-    """Decorate a POST API view (under `api.api_view`, which sets request.api_key) with Idempotency-Key.
+    """Decorate a POST API view (under `http.api_view`, which sets request.api_key) with Idempotency-Key.
 
     Without the header the view runs as usual. With it: see the module docstring. Answers 400 for a
     malformed key, 409 while the first request is in progress, 422 for a key reused with another body.

@@ -87,6 +87,22 @@ def api(api_key) -> ApiClient:
 
 
 @pytest.fixture
+def workspace_lookups(monkeypatch) -> list[str]:
+    """Every workspace ID or alias looked up (workspaces.workspace_lookup) during the test, in order."""
+    from messaging import workspaces
+
+    looked_up: list[str] = []
+    lookup = workspaces.workspace_lookup
+
+    def counting(external_id: str):
+        looked_up.append(external_id)
+        return lookup(external_id)
+
+    monkeypatch.setattr(workspaces, "workspace_lookup", counting)
+    return looked_up
+
+
+@pytest.fixture
 def sms_provider(httpserver, settings):
     """A real local HTTP server acting as the SMS API; SMS_API_URL points at it."""
     settings.SMS_API_URL = httpserver.url_for("").rstrip("/")

@@ -444,22 +444,12 @@ def test_a_callback_url_ending_in_send_sms_gets_the_sms_shape(api, live_server, 
     }
 
 
-def test_the_workspace_is_looked_up_once_for_validation_rate_limit_and_service(api, monkeypatch):
-    from messaging import workspaces
-
+def test_the_workspace_is_looked_up_once_for_validation_rate_limit_and_service(api, workspace_lookups):
     Workspace.objects.create(external_id="66338", default_phone_region="GB", ai_per_minute=1)
-    looked_up = []
-    lookup = workspaces.workspace_lookup
-
-    def counting(external_id):
-        looked_up.append(external_id)
-        return lookup(external_id)
-
-    monkeypatch.setattr(workspaces, "workspace_lookup", counting)
     accepted = api.post("/api/ai-response", {**GOOD, "phone_number": "020 7946 0018"})
     assert accepted.status_code == 202, accepted.json()
     assert Message.objects.get().metadata["to"] == "+442079460018"  # the workspace's region applied
     refused = api.post("/api/ai-response", {**GOOD, "message_id": "m-2", "rate_limit_key": "other"})
     assert refused.status_code == 429  # the workspace's own limit applied
     assert "workspace '66338'" in refused.json()["message"]
-    assert looked_up == ["66338", "66338"]  # one lookup per request
+    assert workspace_lookups == ["66338", "66338"]  # one lookup per request

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import template
 from django.utils.html import format_html
 
@@ -115,8 +117,6 @@ def get_item(mapping: dict, key: str):
 @register.filter
 def pretty_json(value) -> str:
     """Indented JSON for display (autoescaped by the template)."""
-    import json
-
     try:
         return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
