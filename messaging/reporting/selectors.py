@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, QuerySet
 
 from ..models import Message, SandboxReceipt, Status, Workspace
 
@@ -170,6 +170,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
         return None
 
 
+def _keyset_page(qs: QuerySet, field: str, cursor: str, *, newest_first: bool, limit: int) -> Page:
+    """One page of `qs` ordered by (`field`, pk), newest or oldest first, starting after `cursor`."""
+    parsed = decode_cursor(cursor) if cursor else None
+    if parsed:
+        when, pk = parsed
+        # The plain range bound lets the database start its index scan at the cursor.
+        if newest_first:
+            qs = qs.filter(**{f"{field}__lte": when}).exclude(**{field: when, "pk__gte": pk})
+        else:
+            qs = qs.filter(**{f"{field}__gte": when}).exclude(**{field: when, "pk__lte": pk})
+    order = (f"-{field}", "-pk") if newest_first else (field, "pk")
+    items = list(qs.order_by(*order)[: limit + 1])
+    last = items[limit - 1] if len(items) > limit else None
+    return Page(items[:limit], encode_cursor(getattr(last, field), last.pk) if last else None)
+
+
 def message_search(filters: MessageFilters, *, cursor: str = "", limit: int = 50) -> Page:
     """Messages matching `filters`, newest first (accepted_at, then id), `limit` per page.
 
@@ -195,30 +211,13 @@ def message_search(filters: MessageFilters, *, cursor: str = "", limit: int = 50
         qs = qs.filter(
             accepted_at__lt=datetime.combine(filters.date_to + timedelta(days=1), time.min, tzinfo=UTC)
         )
-    parsed = decode_cursor(cursor) if cursor else None
-    if parsed:
-        when, pk = parsed
-        # The plain range bound lets the database start its index scan at the cursor.
-        qs = qs.filter(accepted_at__lte=when).exclude(accepted_at=when, pk__gte=pk)
-    items = list(qs.order_by("-accepted_at", "-pk")[: limit + 1])
-    next_cursor = (
-        encode_cursor(items[limit - 1].accepted_at, items[limit - 1].pk) if len(items) > limit else None
-    )
-    return Page(items[:limit], next_cursor)
+    return _keyset_page(qs, "accepted_at", cursor, newest_first=True, limit=limit)
 
 
 def scheduled_messages(*, cursor: str = "", limit: int = 50) -> Page:
     """Messages with status `scheduled`, soonest first (scheduled_for, then id); keyset-paginated."""
     qs = Message.objects.select_related("workspace").filter(status=Status.SCHEDULED)
-    parsed = decode_cursor(cursor) if cursor else None
-    if parsed:
-        when, pk = parsed
-        qs = qs.filter(scheduled_for__gte=when).exclude(scheduled_for=when, pk__lte=pk)
-    items = list(qs.order_by("scheduled_for", "pk")[: limit + 1])
-    next_cursor = (
-        encode_cursor(items[limit - 1].scheduled_for, items[limit - 1].pk) if len(items) > limit else None
-    )
-    return Page(items[:limit], next_cursor)
+    return _keyset_page(qs, "scheduled_for", cursor, newest_first=False, limit=limit)
 
 
 def scheduled_count() -> int:
