@@ -66,8 +66,9 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from messaging import demo, rollup
+    from messaging.devtools import demo
     from messaging.models import DeliveryAttempt, Message, MessageStat, MessageStatHour, Status, Workspace
+    from messaging.reporting import rollup
 
     call_command("migrate", verbosity=0)
     if args.fresh:

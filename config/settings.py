@@ -391,9 +391,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Phone numbers and email addresses are masked in every record (messaging.pii); the filter on the
+    # Phone numbers and email addresses are masked in every record (messaging.lib.pii); the filter on the
     # handler repeats that for records created before the messaging app loaded.
-    "filters": {"mask_pii": {"()": "messaging.pii.PiiMaskingFilter"}},
+    "filters": {"mask_pii": {"()": "messaging.lib.pii.PiiMaskingFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_pii"]}
     },

@@ -34,5 +34,5 @@ urlpatterns = [
 ]
 
 # JSON errors under /api/ (clients and the OpenAPI document expect JSON), Django's pages elsewhere.
-handler404 = "messaging.api.not_found"
-handler500 = "messaging.api.server_error"
+handler404 = "messaging.http.not_found"
+handler500 = "messaging.http.server_error"

@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 
 from messaging.models import Channel, Status, Workspace
+from messaging.workspaces import workspace_lookup
 
 
 class MessageFilterForm(forms.Form):
@@ -30,8 +31,6 @@ class MessageFilterForm(forms.Form):
         value = self.cleaned_data["workspace"].strip()
         if not value:
             return None
-        from messaging.services import workspace_lookup
-
         workspace = workspace_lookup(value)
         if workspace is None:
             raise forms.ValidationError(f"No workspace with ID {value!r}.")

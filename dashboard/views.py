@@ -1,4 +1,4 @@
-"""Operator dashboard views (staff only). Thin: read through selectors, write through services."""
+"""Operator dashboard views (staff only). Thin: read through messaging.reporting, write through services."""
 
 from __future__ import annotations
 
@@ -13,39 +13,42 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_rq.settings import get_queues_map
 
-from messaging import selectors, services, validation
+from messaging import services, validation
 from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
+from messaging.reporting import numbers, queue_stats, selectors
+from messaging.workspaces import workspace_lookup
 
 from .access import staff_required
 from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
 
-# channel -> (form class, validation function in messaging.validation, service in messaging.services):
-# the same pair the API view of that channel calls.
+# channel -> (form class, the body's workspace field, validation function in messaging.validation,
+# service in messaging.services): the same functions the API view of that channel calls.
 TEST_SEND = {
-    "sms": (SmsTestForm, "clean_sms_request", "message_create"),
-    "email": (EmailTestForm, "clean_email_request", "message_create"),
-    "ai": (AiTestForm, "clean_ai_request", "ai_request_create"),
+    "sms": (SmsTestForm, "workspaceId", "clean_sms_request", "message_create"),
+    "email": (EmailTestForm, "workspaceId", "clean_email_request", "message_create"),
+    "ai": (AiTestForm, "workspace_id", "clean_ai_request", "ai_request_create"),
 }
 
 
 def _window(request: HttpRequest) -> str:
-    window = request.GET.get("window", selectors.DEFAULT_WINDOW)
-    return window if window in selectors.WINDOWS else selectors.DEFAULT_WINDOW
+    window = request.GET.get("window", numbers.DEFAULT_WINDOW)
+    return window if window in numbers.WINDOWS else numbers.DEFAULT_WINDOW
 
 
 def _overview_context(request: HttpRequest) -> dict:
     window = _window(request)
     now = timezone.now()
-    metrics = selectors.workspace_metrics(window, now=now)
+    metrics = numbers.workspace_metrics(window, now=now)
     return {
-        "window_since": selectors.window_start(window, now),
+        "window_since": numbers.window_start(window, now),
         "window": window,
-        "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
-        "window_label": selectors.WINDOWS[window][0],
+        "windows": [(key, label) for key, (label, _length) in numbers.WINDOWS.items()],
+        "window_label": numbers.WINDOWS[window][0],
         "metrics": metrics,
         "channels": Channel.choices,
-        "queues": selectors.queue_numbers(),
+        "queues": queue_stats.queue_numbers(),
         "updated_at": timezone.now(),
     }
 
@@ -74,13 +77,13 @@ def workspace_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     workspace = get_object_or_404(Workspace, external_id=external_id)
     window = _window(request)
     hours = 168 if window in ("7d", "all") else 48
-    series = selectors.workspace_hourly_series(workspace, hours=hours)
+    series = numbers.workspace_hourly_series(workspace, hours=hours)
     ctx = {
         "workspace": workspace,
         "window": window,
-        "windows": [(key, label) for key, (label, _length) in selectors.WINDOWS.items()],
-        "window_label": selectors.WINDOWS[window][0],
-        "summary": selectors.workspace_summary(workspace, window),
+        "windows": [(key, label) for key, (label, _length) in numbers.WINDOWS.items()],
+        "window_label": numbers.WINDOWS[window][0],
+        "summary": numbers.workspace_summary(workspace, window),
         "charts": [(label, series[value]) for value, label in Channel.choices],
         "chart_hours": hours,
         "recent": selectors.workspace_recent_messages(workspace),
@@ -135,8 +138,6 @@ def _message_or_404(message_id: str) -> Message:
 
 
 def _job_url(message: Message) -> str | None:
-    from django_rq.settings import get_queues_map
-
     index = get_queues_map().get(message.channel)
     if index is None or not message.rq_job_id:
         return None
@@ -305,8 +306,8 @@ def available_test_channels() -> list[tuple[str, str]]:
         (value, label)
         for value, label in Channel.choices
         if value in TEST_SEND
-        and hasattr(validation, TEST_SEND[value][1])
-        and hasattr(services, TEST_SEND[value][2])
+        and hasattr(validation, TEST_SEND[value][2])
+        and hasattr(services, TEST_SEND[value][3])
     ]
 
 
@@ -319,13 +320,15 @@ def test_send(request: HttpRequest) -> HttpResponse:
     channel = request.POST.get("channel") or request.GET.get("channel") or "sms"
     if channel not in available:
         channel = "sms"
-    form_class, validator_name, service_name = TEST_SEND[channel]
+    form_class, workspace_field, validator_name, service_name = TEST_SEND[channel]
     if request.method == "POST":
         form = form_class(request.POST)
         form.is_valid()
         try:
             body = form.api_body()
-            cleaned = getattr(validation, validator_name)(body)
+            # Staff may send for any workspace: no scope check, just the one lookup the API does.
+            workspace = workspace_lookup(validation.workspace_id_of(body, workspace_field))
+            cleaned = getattr(validation, validator_name)(body, workspace=workspace)
         except ValueError as exc:
             form.add_error(str(exc), "Is not valid JSON.")
         except validation.RequestInvalid as exc:

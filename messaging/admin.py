@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from . import ttlcache
+from .lib import ttlcache
+from .lib.pii import mask_recipient
 from .models import (
     ApiKey,
     DeliveryAttempt,
@@ -13,7 +14,6 @@ from .models import (
     Workspace,
     WorkspaceAlias,
 )
-from .pii import mask_recipient
 
 
 class WorkspaceAliasInline(admin.TabularInline):

@@ -11,6 +11,6 @@ class MessagingConfig(AppConfig):
     def ready(self) -> None:
         # Every process that loads Django (web, rqworker and its work horses, rqscheduler, management
         # commands) masks phone numbers and email addresses in every log record it creates.
-        from .pii import install_log_masking
+        from .lib.pii import install_log_masking
 
         install_log_masking()

@@ -16,7 +16,7 @@ Semantics follow the IETF draft "The Idempotency-Key HTTP Header Field"
   rate limit, database or Redis outage) the key is released so a retry is handled afresh, as Stripe does
   for requests that fail validation.
 - Records are kept IDEMPOTENCY_KEY_TTL_HOURS (at least 24) and then deleted by the periodic retention
-  job (maintenance.idempotency_records_prune).
+  job (retention.idempotency_records_prune).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def _storable(response: HttpResponse) -> bool:
 
 
 def idempotent(view: Callable) -> Callable:
-    """Decorate a POST API view (under `api.api_view`, which sets request.api_key) with Idempotency-Key.
+    """Decorate a POST API view (under `http.api_view`, which sets request.api_key) with Idempotency-Key.
 
     Without the header the view runs as usual. With it: see the module docstring. Answers 400 for a
     malformed key, 409 while the first request is in progress, 422 for a key reused with another body.

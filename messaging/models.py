@@ -76,6 +76,10 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    # Not a column: the external IDs of `workspaces` (empty = every workspace), filled in by
+    # workspaces.api_key_authenticate and cached with the key, so the API's scope check costs no query.
+    allowed_workspaces: frozenset[str] | None = None
+
     class Meta:
         verbose_name = "API key"
 
@@ -167,7 +171,7 @@ class Message(models.Model):
             models.Index(fields=["channel", "status", "accepted_at"], name="msg_chan_status"),
             models.Index(fields=["accepted_at"], name="msg_accepted"),
             models.Index(fields=["status", "scheduled_for"], name="msg_status_sched"),
-            # Dashboard (issue 4): waiting counts per workspace, failure groups, the live tail of the
+            # Dashboard: waiting counts per workspace, failure groups, the live tail of the
             # metrics rollup, and per-workspace / per-status message lists.
             models.Index(fields=["status", "workspace", "channel"], name="msg_status_ws_chan"),
             models.Index(fields=["status", "channel", "error_kind", "failed_at"], name="msg_failed_groups"),
@@ -298,7 +302,7 @@ class StatCounts(models.Model):
 
 
 class MessageStat(StatCounts):
-    """Exact counts for one hour, workspace and channel, kept by `messaging.rollup` (issue 4).
+    """Exact counts for one hour, workspace and channel, kept by `messaging.reporting.rollup`.
 
     `sent` / `failed`: messages whose `sent_at` / `failed_at` falls in the hour and that are still
     sent / failed. `latency_0` .. `latency_11`: how many successful provider calls (DeliveryAttempt of

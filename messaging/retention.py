@@ -1,5 +1,9 @@
-"""Retention: clearing old message contents, pruning idempotency keys and finished RQ jobs (the
-hourly `retention` periodic job)."""
+"""Retention: what the periodic `retention` job clears and prunes, so stored personal data and Redis
+memory stay bounded.
+
+Kept apart from services.py (same conventions: `<entity>_<action>`, keyword-only arguments) because
+these run from a periodic job, not from requests.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,7 @@ from rq.registry import FinishedJobRegistry
 from . import queues
 from .models import FINAL_STATUSES, DeliveryAttempt, IdempotencyRecord, Message
 
-# --- Retention ------------------------------------------------------------------------------------
-
+# Message fields cleared by messages_redact, and the value each is cleared to.
 REDACTED_FIELDS = {
     "recipient": "",
     "subject": "",

@@ -7,12 +7,9 @@ database (status `accepted`) and the sweep enqueues it later.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,114 +18,17 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import queues, rollup
-from .bulkinsert import insert_rows
+from . import queues
 from .delivery import outbox
-from .models import ApiKey, Message, Status, Workspace, WorkspaceAlias
-from .ttlcache import TTLCache
+from .lib.bulkinsert import insert_rows
+from .models import ApiKey, Message, Status, Workspace
+from .reporting import rollup
+from .workspaces import workspace_get_or_create
 
 logger = logging.getLogger(__name__)
 
 CANCELLABLE = (Status.ACCEPTED, Status.QUEUED, Status.SCHEDULED)
 CLAIMABLE = (Status.QUEUED, Status.SCHEDULED)
-
-
-# --- Workspaces and API keys ----------------------------------------------------------------------
-
-
-# Per-process caches for the API's hot path. A workspace edited in admin (time zone, region) and a
-# revoked API key take effect in every process within these many seconds.
-_workspaces = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
-_workspaces_by_pk = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
-_api_keys = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
-
-
-def workspace_lookup(external_id: str) -> Workspace | None:
-    """Return the workspace for an ID or alias as sent by a client, or None when unknown.
-
-    Found workspaces are cached for WORKSPACE_CACHE_SECONDS; unknown IDs are not.
-    """
-    workspace = _workspaces.get(external_id)
-    if workspace is not None:
-        return workspace
-    workspace = Workspace.objects.filter(external_id=external_id).order_by().first()
-    if workspace is None:
-        alias = (
-            WorkspaceAlias.objects.select_related("workspace").filter(alias=external_id).order_by().first()
-        )
-        workspace = alias.workspace if alias else None
-    if workspace is not None:
-        _workspaces.set(external_id, workspace)
-    return workspace
-
-
-def workspace_get(pk: int) -> Workspace:
-    """Return the workspace with primary key `pk`, cached for WORKSPACE_CACHE_SECONDS (the workers'
-    hot path: its external ID, per-second rates and AI prompt). Raises Workspace.DoesNotExist."""
-    workspace = _workspaces_by_pk.get(pk)
-    if workspace is None:
-        workspace = Workspace.objects.get(pk=pk)
-        _workspaces_by_pk.set(pk, workspace)
-    return workspace
-
-
-def workspace_get_or_create(*, external_id: str) -> Workspace:
-    """Return the workspace for an ID or alias, creating one with an empty name when unknown."""
-    workspace = workspace_lookup(external_id)
-    if workspace is None:
-        workspace, _ = Workspace.objects.get_or_create(external_id=external_id)
-        _workspaces.set(external_id, workspace)
-    return workspace
-
-
-API_KEY_PREFIX = "mq"  # pragma: allowlist secret (a fixed tag, not a secret)
-
-
-def _hash_secret(secret: str) -> str:
-    # The secret has 256 bits of entropy, so a single SHA-256 is enough; a slow password hash would
-    # only cost time on every request.
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@transaction.atomic
-def api_key_create(*, name: str, workspace_ids: list[str] | None = None) -> tuple[ApiKey, str]:
-    """Create an API key and return (record, full key). The full key is not stored anywhere.
-
-    Key format: `mq_<prefix>_<secret>` where prefix is 8 hex characters used for lookup and secret is
-    43 URL-safe characters; only the SHA-256 of the secret is stored.
-    """
-    prefix = secrets.token_hex(4)
-    secret = secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(name=name, prefix=prefix, secret_hash=_hash_secret(secret))
-    for external_id in workspace_ids or []:
-        key.workspaces.add(workspace_get_or_create(external_id=external_id))
-    return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
-
-
-def api_key_authenticate(raw_key: str) -> ApiKey | None:
-    """Return the active ApiKey matching `raw_key`, or None (unknown, malformed or revoked alike).
-
-    The returned key has `allowed_workspaces`: a frozenset of workspace external IDs it may use
-    (empty = all). Keys are cached per process for API_KEY_CACHE_SECONDS, so authentication usually
-    costs one SHA-256 and no query; `last_used_at` is written at most once a minute per key.
-    """
-    parts = raw_key.split("_", 2)
-    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
-        return None
-    key = _api_keys.get(parts[1])
-    if key is None:
-        key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).order_by().first()
-        if key is None:
-            return None
-        key.allowed_workspaces = frozenset(key.workspaces.values_list("external_id", flat=True))
-        _api_keys.set(parts[1], key)
-    if not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
-        return None
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
-    return key
 
 
 # --- Creating and changing messages ---------------------------------------------------------------
@@ -152,6 +52,7 @@ def message_create(
     *,
     channel: str,
     workspace_external_id: str,
+    workspace: Workspace | None = None,
     api_key: ApiKey | None = None,
     contact_id: str = "",
     recipient: str = "",
@@ -164,14 +65,16 @@ def message_create(
 ) -> Message:
     """Store an accepted request as a Message and enqueue it once the transaction commits.
 
-    `scheduled_for` (aware) delays delivery; None sends now. `extra` sets further Message fields
-    (segments, encoding, callback_url, ...). Returns the message with status `queued` or `scheduled`
-    (or `accepted` when Redis could not be reached; the sweep enqueues it later).
+    `workspace` is the one `workspace_external_id` (an ID or alias) names, when the caller has looked
+    it up; None creates it (or finds it) here. `scheduled_for` (aware) delays delivery; None sends
+    now. `extra` sets further Message fields (segments, encoding, callback_url, ...). Returns the
+    message with status `queued` or `scheduled` (or `accepted` when Redis could not be reached; the
+    sweep enqueues it later).
     """
     now = timezone.now()
     message = Message(
         channel=channel,
-        workspace=workspace_get_or_create(external_id=workspace_external_id),
+        workspace=workspace or workspace_get_or_create(external_id=workspace_external_id),
         api_key=api_key,
         contact_id=contact_id,
         recipient=recipient,
@@ -196,7 +99,8 @@ def _chunks(items: list, size: int) -> list[list]:
 def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None = None) -> list[Message]:
     """Store many validated requests with bulk inserts and enqueue them as batch jobs after commit.
 
-    `items` are `message_create` keyword dicts (as returned by the validation cleaners). Messages due at
+    `items` are `message_create` keyword dicts (as returned by the validation cleaners); an item's
+    workspace is created (or found) once per distinct ID when it has none. Messages due at
     the same second on the same channel share `deliver_batch` jobs of up to BULK_BATCH_SIZE ids; each
     message is still claimed and recorded on its own. Returns the messages in input order with status
     `queued`/`scheduled` (or `accepted` when Redis could not be reached; the sweep enqueues those).
@@ -207,11 +111,14 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
     for item in items:
         fields = dict(item)
         external_id = fields.pop("workspace_external_id")
+        workspace = fields.pop("workspace", None)
         scheduled_for = fields.pop("scheduled_for", None)
-        if external_id not in workspaces:
-            workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+        if workspace is None:
+            if external_id not in workspaces:
+                workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+            workspace = workspaces[external_id]
         message = Message(
-            workspace=workspaces[external_id],
+            workspace=workspace,
             api_key=api_key,
             max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
             **fields,
@@ -361,6 +268,7 @@ def message_reschedule(*, message: Message, scheduled_for: datetime | None) -> M
 def ai_request_create(
     *,
     workspace_external_id: str,
+    workspace: Workspace | None = None,
     contact_id: str,
     external_message_id: str,
     body: str,
@@ -371,13 +279,14 @@ def ai_request_create(
 ) -> Message:
     """Store an AI-reply request as a Message on queue `ai` and enqueue it after commit.
 
-    `body` is the client's message text. The message's metadata keeps `jobId` (the job id answered to
-    the client, sent back in the callback even if later retries run under other job ids) and `to`
-    (the optional phone number for a `/send-sms` callback).
+    `workspace` as in message_create. `body` is the client's message text. The message's metadata
+    keeps `jobId` (the job id answered to the client, sent back in the callback even if later retries
+    run under other job ids) and `to` (the optional phone number for a `/send-sms` callback).
     """
     message = message_create(
         channel="ai",
         workspace_external_id=workspace_external_id,
+        workspace=workspace,
         api_key=api_key,
         contact_id=contact_id,
         recipient=(urlsplit(callback_url).hostname or "")[:320],

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, metrics, sandbox
+from . import api
+from .devtools import sandbox
+from .reporting import metrics
 
 urlpatterns = [
     path("api/schedule-sms", api.schedule_sms, name="api-schedule-sms"),

@@ -1,9 +1,12 @@
 """Validation of incoming message requests: shapes, E.164 numbers, SMS segments, schedule times,
-email addresses and AI callback URLs.
+email addresses and AI callback URLs (the number, segment and address formats are in
+messaging.formats).
 
 Every validator collects problems per field and raises `RequestInvalid` with
 `errors = {field: [reason, ...]}`, so the API can answer 400 with all of them at once. The dashboard's
-test-send forms call the same functions.
+test-send forms call the same functions. Validation does no database lookups: the caller passes the
+request's Workspace (or None for one not created yet), whose time zone and default phone region
+apply.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import phonenumbers
 from django.conf import settings
 from django.utils import timezone
-from email_validator import EmailNotValidError, validate_email
+
+from .formats import normalize_email_address, normalize_phone_number, sms_segments
+from .lib import netguard
+from .models import Workspace
 
 MAX_ID_LENGTH = 100
 MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
@@ -132,57 +137,6 @@ def clean_url(value: Any, name: str, errors: Errors, *, required: bool = False) 
     return text
 
 
-# --- Phone numbers and SMS segments ---------------------------------------------------------------
-
-
-def normalize_phone_number(value: str, default_region: str = "") -> str:
-    """Return `value` as an E.164 string ("+14155550123").
-
-    A number without a country code is read in `default_region` (ISO 3166 alpha-2, e.g. "US").
-    Raises ValueError with a readable reason when the number cannot be parsed or is not a valid number.
-    Source: libphonenumber via the `phonenumbers` package.
-    """
-    try:
-        number = phonenumbers.parse(value, default_region.upper() or None)
-    except phonenumbers.NumberParseException as exc:
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            raise ValueError(
-                "Has no country code (start with + and the country code, e.g. +14155550123), "
-                "and the workspace has no default phone region."
-            ) from exc
-        raise ValueError("Is not a phone number.") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("Is not a valid phone number.")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-# GSM 03.38 basic character set and the extension table (each extension character takes two septets).
-_GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENSION = set("^{}\\[~]|€\f")
-
-
-def sms_segments(text: str) -> tuple[str, int]:
-    """Return (encoding, segment count) for an SMS body.
-
-    Encoding is "GSM-7" when every character is in the GSM 03.38 basic or extension table, else
-    "UCS-2". One segment holds 160 septets (GSM-7) or 70 UTF-16 code units (UCS-2); a concatenated
-    message spends a 6-byte user data header per part, leaving 153 septets or 67 code units.
-    Source: 3GPP TS 23.038 and TS 23.040.
-    """
-    if all(c in _GSM7_BASIC or c in _GSM7_EXTENSION for c in text):
-        units = sum(2 if c in _GSM7_EXTENSION else 1 for c in text)
-        single, multi, encoding = 160, 153, "GSM-7"
-    else:
-        units = len(text.encode("utf-16-le")) // 2
-        single, multi, encoding = 70, 67, "UCS-2"
-    if units <= single:
-        return encoding, 1
-    return encoding, math.ceil(units / multi)
-
-
 # --- Schedule times -------------------------------------------------------------------------------
 
 
@@ -256,31 +210,33 @@ def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime |
 # --- Whole requests -------------------------------------------------------------------------------
 
 
-def _workspace_settings(external_id: str, cache: dict[str, tuple[str, str]] | None = None) -> tuple[str, str]:
-    """Return (IANA time zone, default phone region) of a workspace ID or alias; UTC and none if new.
+def workspace_id_of(data: dict[str, Any], name: str) -> str:
+    """Return the workspace ID that a request body names in field `name`, as its exact string, or ''
+    when the field is missing or not a valid ID. Never raises.
 
-    `cache` (a dict kept by the caller, e.g. for one bulk request) avoids a lookup per item.
+    The API reads it before validating anything else, to check the API key's scope and look the
+    workspace up once; the clean_* functions then report what is wrong with the field, if anything.
     """
-    from .services import workspace_lookup
+    return clean_identifier(data.get(name), name, Errors())
 
-    if cache is not None and external_id in cache:
-        return cache[external_id]
-    workspace = workspace_lookup(external_id) if external_id else None
-    found = ("UTC", "") if workspace is None else (workspace.timezone, workspace.default_phone_region)
-    if cache is not None:
-        cache[external_id] = found
-    return found
+
+def _zone_and_region(workspace: Workspace | None) -> tuple[str, str]:
+    """(IANA time zone, default phone region) of `workspace`; UTC and none for a workspace not
+    created yet."""
+    return ("UTC", "") if workspace is None else (workspace.timezone, workspace.default_phone_region)
 
 
 def clean_sms_request(
-    data: dict[str, Any], *, now: datetime | None = None, workspace_cache: dict | None = None
+    data: dict[str, Any], *, workspace: Workspace | None, now: datetime | None = None
 ) -> dict[str, Any]:
     """Validate an SMS request body (the earlier service's shape) and return `message_create` kwargs.
 
     Input: `{phoneNumber, message, contactId, workspaceId, delay?(ms), scheduledFor?, mediaUrl?,
-    metadata?}`. Output keys: channel, workspace_external_id, contact_id, recipient (E.164), body,
-    media_url, metadata, scheduled_for (aware UTC or None), segments, encoding.
-    Raises RequestInvalid with per-field reasons.
+    metadata?}`. `workspace` is the one `workspaceId` names, looked up by the caller (None when it
+    does not exist yet): its time zone reads `scheduledFor` without an offset and its default phone
+    region reads numbers without a country code. Output keys: channel, workspace (as given),
+    workspace_external_id, contact_id, recipient (E.164), body, media_url, metadata, scheduled_for
+    (aware UTC or None), segments, encoding. Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
     workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
@@ -288,7 +244,7 @@ def clean_sms_request(
     body = clean_text(data.get("message"), "message", errors, max_length=MAX_SMS_LENGTH)
     media_url = clean_url(data.get("mediaUrl"), "mediaUrl", errors)
     metadata = clean_metadata(data.get("metadata"), errors)
-    tz_name, region = _workspace_settings(workspace_id, workspace_cache)
+    tz_name, region = _zone_and_region(workspace)
     phone = clean_text(data.get("phoneNumber"), "phoneNumber", errors, max_length=64)
     recipient = ""
     if phone:
@@ -301,6 +257,7 @@ def clean_sms_request(
     encoding, segments = sms_segments(body)
     return {
         "channel": "sms",
+        "workspace": workspace,
         "workspace_external_id": workspace_id,
         "contact_id": contact_id,
         "recipient": recipient,
@@ -319,27 +276,17 @@ MAX_EMAIL_SUBJECT_LENGTH = 998  # RFC 5322 line limit
 MAX_EMAIL_HTML_LENGTH = 1_000_000
 
 
-def normalize_email_address(value: str) -> str:
-    """Return a sendable form of an email address: the domain IDNA-encoded (bücher.de -> xn--bcher-kva.de).
-
-    Raises ValueError with a readable reason when the address is malformed, has no dot in the domain,
-    uses an IP literal, or needs SMTPUTF8 (non-ASCII before the @), which email APIs commonly refuse.
-    Source: the `email-validator` package (RFC 5321/5322/6531 syntax, IDNA 2008 via `idna`).
-    """
-    try:
-        validated = validate_email(value, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from exc
-    return validated.ascii_email or validated.normalized
-
-
-def clean_email_request(data: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+def clean_email_request(
+    data: dict[str, Any], *, workspace: Workspace | None, now: datetime | None = None
+) -> dict[str, Any]:
     """Validate an email request body (the earlier service's shape) and return `message_create` kwargs.
 
     Input: `{to, subject, html, contactId, workspaceId, delay?(ms), scheduledFor?, metadata?}`.
-    Output keys: channel, workspace_external_id, contact_id, recipient (ASCII address), subject,
-    body (the html), metadata, scheduled_for (aware UTC or None). A CR or LF in the subject is an error
-    (it would let a client add mail headers). Raises RequestInvalid with per-field reasons.
+    `workspace` is the one `workspaceId` names (None when it does not exist yet); its time zone reads
+    `scheduledFor` without an offset. Output keys: channel, workspace (as given),
+    workspace_external_id, contact_id, recipient (ASCII address), subject, body (the html), metadata,
+    scheduled_for (aware UTC or None). A CR or LF in the subject is an error (it would let a client
+    add mail headers). Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
     workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
@@ -357,11 +304,12 @@ def clean_email_request(data: dict[str, Any], *, now: datetime | None = None) ->
             recipient = normalize_email_address(address.strip())
         except ValueError as exc:
             errors.add("to", str(exc))
-    tz_name, _ = _workspace_settings(workspace_id)
+    tz_name, _ = _zone_and_region(workspace)
     scheduled_for = clean_schedule(data.get("delay"), data.get("scheduledFor"), tz_name, errors, now=now)
     errors.raise_if_any()
     return {
         "channel": "email",
+        "workspace": workspace,
         "workspace_external_id": workspace_id,
         "contact_id": contact_id,
         "recipient": recipient,
@@ -378,13 +326,11 @@ MAX_AI_MESSAGE_LENGTH = 8000
 
 
 def clean_callback_url(value: Any, name: str, errors: Errors) -> str:
-    """Return a callback URL that passes the SSRF guard (see messaging.netguard), or '' after an error.
+    """Return a callback URL that passes the SSRF guard (see messaging.lib.netguard), or '' after an error.
 
     A host that does not resolve right now is accepted: the guard runs again before every send, and
     a DNS outage should not refuse requests.
     """
-    from . import netguard
-
     url = clean_url(value, name, errors, required=True)
     if not url:
         return ""
@@ -398,13 +344,15 @@ def clean_callback_url(value: Any, name: str, errors: Errors) -> str:
     return url
 
 
-def clean_ai_request(data: dict[str, Any]) -> dict[str, Any]:
+def clean_ai_request(data: dict[str, Any], *, workspace: Workspace | None) -> dict[str, Any]:
     """Validate an AI-reply request (the earlier service's shape) and return `ai_request_create` kwargs.
 
     Input: `{workspace_id, contact_id, message_id, message_text, callback_url, rate_limit_key,
     phone_number?}` (`phone_number` is optional and only used as `to` of a `/send-sms` callback).
-    Output keys: workspace_external_id, contact_id, external_message_id, body, callback_url,
-    rate_limit_key, phone_number (E.164 or ''). Raises RequestInvalid with per-field reasons.
+    `workspace` is the one `workspace_id` names (None when it does not exist yet); its default phone
+    region reads a phone number without a country code. Output keys: workspace (as given),
+    workspace_external_id, contact_id, external_message_id, body, callback_url, rate_limit_key,
+    phone_number (E.164 or ''). Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
     workspace_id = clean_identifier(data.get("workspace_id"), "workspace_id", errors)
@@ -416,13 +364,14 @@ def clean_ai_request(data: dict[str, Any]) -> dict[str, Any]:
     phone_number = ""
     phone = clean_text(data.get("phone_number"), "phone_number", errors, max_length=64, required=False)
     if phone:
-        _, region = _workspace_settings(workspace_id)
+        _, region = _zone_and_region(workspace)
         try:
             phone_number = normalize_phone_number(phone, region)
         except ValueError as exc:
             errors.add("phone_number", str(exc))
     errors.raise_if_any()
     return {
+        "workspace": workspace,
         "workspace_external_id": workspace_id,
         "contact_id": contact_id,
         "external_message_id": message_id,

@@ -17,13 +17,13 @@ from rq import SimpleWorker
 from messaging import queues
 from messaging.delivery import engine
 from messaging.models import Message
-from messaging.services import api_key_create
+from messaging.workspaces import api_key_create
 
 
 @pytest.fixture(autouse=True)
 def caches_clean():
     """Per-process caches (API keys, workspaces) start empty in every test."""
-    from messaging import ttlcache
+    from messaging.lib import ttlcache
 
     ttlcache.clear_all()
     yield
@@ -85,6 +85,22 @@ class ApiClient:
 @pytest.fixture
 def api(api_key) -> ApiClient:
     return ApiClient(api_key)
+
+
+@pytest.fixture
+def workspace_lookups(monkeypatch) -> list[str]:
+    """Every workspace ID or alias looked up (workspaces.workspace_lookup) during the test, in order."""
+    from messaging import workspaces
+
+    looked_up: list[str] = []
+    lookup = workspaces.workspace_lookup
+
+    def counting(external_id: str):
+        looked_up.append(external_id)
+        return lookup(external_id)
+
+    monkeypatch.setattr(workspaces, "workspace_lookup", counting)
+    return looked_up
 
 
 @pytest.fixture

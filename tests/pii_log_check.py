@@ -4,7 +4,7 @@ Every log record of the run, at DEBUG and above, is written to test-artifacts/te
 handler with no filter of ours, so it shows what any handler would print. When the run ends the file is
 searched for full phone numbers and email addresses; finding one fails the run (exit status 1) and
 prints where. The suite logs plenty of both unmasked in its inputs, so this fails if the masking in
-messaging.pii stops applying to every record.
+messaging.lib.pii stops applying to every record.
 """
 
 from __future__ import annotations

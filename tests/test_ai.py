@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from werkzeug import Response
 
+from messaging.devtools.sandbox import sandbox_reply
 from messaging.models import DeliveryAttempt, Message, SandboxReceipt, Workspace
-from messaging.sandbox import sandbox_reply
 from tests.conftest import ApiClient, run_jobs
 
 GOOD = {
@@ -442,3 +442,14 @@ def test_a_callback_url_ending_in_send_sms_gets_the_sms_shape(api, live_server, 
             "jobId": message.metadata["jobId"],
         },
     }
+
+
+def test_the_workspace_is_looked_up_once_for_validation_rate_limit_and_service(api, workspace_lookups):
+    Workspace.objects.create(external_id="66338", default_phone_region="GB", ai_per_minute=1)
+    accepted = api.post("/api/ai-response", {**GOOD, "phone_number": "020 7946 0018"})
+    assert accepted.status_code == 202, accepted.json()
+    assert Message.objects.get().metadata["to"] == "+442079460018"  # the workspace's region applied
+    refused = api.post("/api/ai-response", {**GOOD, "message_id": "m-2", "rate_limit_key": "other"})
+    assert refused.status_code == 429  # the workspace's own limit applied
+    assert "workspace '66338'" in refused.json()["message"]
+    assert workspace_lookups == ["66338", "66338"]  # one lookup per request

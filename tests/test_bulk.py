@@ -195,3 +195,14 @@ def test_messages_are_accepted_and_queued_at_the_same_instant(api):
     times = list(Message.objects.values_list("accepted_at", "queued_at"))
     assert len(times) == 4
     assert all(accepted == queued for accepted, queued in times)
+
+
+def test_each_distinct_workspace_is_looked_up_once_per_request(api, workspace_lookups):
+    items = [sms(1), sms(2, workspaceId="other"), sms(3), sms(4, workspaceId="other"), sms(5)]
+    body = api.post("/api/schedule-sms/bulk", {"messages": items}).json()
+    assert body["accepted"] == 5
+    # Once each by the API; once more each by the service, which creates them (they were new).
+    assert sorted(workspace_lookups) == ["66338", "66338", "other", "other"]
+    workspace_lookups.clear()
+    assert api.post("/api/schedule-sms/bulk", {"messages": items}).json()["accepted"] == 5
+    assert sorted(workspace_lookups) == ["66338", "other"]  # known now: the API's lookup is the only one

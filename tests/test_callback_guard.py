@@ -1,4 +1,4 @@
-"""The callback SSRF guard (messaging.netguard) against redirects, DNS answers that change, IPv6 forms
+"""The callback SSRF guard (messaging.lib.netguard) against redirects, DNS answers that change, IPv6 forms
 and non-http schemes, through the API and the worker. tests/test_netguard.py covers the guard's parts."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from messaging import demo
+from messaging.devtools import demo
 from messaging.models import Message, SandboxReceipt, Status
 from tests import factories
 from tests.conftest import run_jobs

@@ -10,8 +10,8 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
 
-from messaging import rollup
 from messaging.models import DeliveryAttempt, Message, SandboxReceipt, Status
+from messaging.reporting import rollup
 from tests import factories
 from tests.conftest import run_jobs
 
@@ -212,6 +212,30 @@ def test_the_message_list_pages_with_a_cursor_and_no_total_count(staff, db):
     assert 'rel="next"' not in second
 
 
+def test_scheduled_messages_page_soonest_first_with_ties_broken_by_id(db):
+    from messaging.reporting.selectors import scheduled_messages
+
+    ws = factories.workspace("223", "Later")
+    soon = timezone.now() + timedelta(hours=1)
+    times = [
+        soon,
+        soon,
+        soon + timedelta(minutes=1),
+        soon + timedelta(minutes=2),
+        soon + timedelta(minutes=3),
+    ]
+    created = [factories.message(ws, status=Status.SCHEDULED, scheduled_for=t) for t in times]
+    expected = sorted(created, key=lambda m: (m.scheduled_for, m.pk))
+    pages, cursor = [], ""
+    while True:
+        page = scheduled_messages(cursor=cursor, limit=2)
+        pages.append([m.pk for m in page.items])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages == [[m.pk for m in expected[i : i + 2]] for i in range(0, 5, 2)]
+
+
 def test_the_detail_page_shows_escaped_fields_attempts_and_the_job_link(staff, sample):
     sent = sample["sent"]
     Message.objects.filter(pk=sent.pk).update(provider_response='{"id": "sbx_1"}', provider_status=200)
@@ -341,7 +365,7 @@ def test_the_test_send_form_shows_field_errors_inline(staff, db):
     from messaging.validation import RequestInvalid, clean_sms_request
 
     with pytest.raises(RequestInvalid) as api_errors:
-        clean_sms_request({"workspaceId": "66338", "contactId": "c", "phoneNumber": "12"})
+        clean_sms_request({"workspaceId": "66338", "contactId": "c", "phoneNumber": "12"}, workspace=None)
     for field in ("phoneNumber", "message"):
         assert f'<small class="error">{escape(api_errors.value.errors[field][0])}</small>' in html
 

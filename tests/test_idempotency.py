@@ -16,7 +16,7 @@ from messaging import queues
 from messaging.idempotency import request_fingerprint
 from messaging.models import ApiKey, IdempotencyRecord, Message
 from messaging.retention import idempotency_records_prune
-from messaging.services import api_key_create
+from messaging.workspaces import api_key_create
 from tests.conftest import ApiClient
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}

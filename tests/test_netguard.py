@@ -10,7 +10,7 @@ import requests
 import trustme
 from pytest_httpserver import HTTPServer
 
-from messaging import netguard
+from messaging.lib import netguard
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_every_api_url_and_method_is_documented_and_nothing_else():
         methods = getattr(view, "api_methods", None)
         assert methods, f"{path}: not an api_view, so its methods are unknown"
         served.update((path, method) for method in methods)
-    assert served - documented == set(), "add these to messaging/openapi.py"
+    assert served - documented == set(), "add these to messaging/openapi/paths.py"
     assert documented - served == set(), "documented but not served"
 
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 from django.template import Context, Template
 
-from messaging.pii import PiiMaskingFilter, mask_email, mask_phone, mask_recipient, mask_text
+from messaging.lib.pii import PiiMaskingFilter, mask_email, mask_phone, mask_recipient, mask_text
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from messaging import demo
+from messaging.devtools import demo
 from messaging.models import Message, SandboxReceipt, Status
 from tests import factories
 

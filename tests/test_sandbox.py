@@ -8,9 +8,9 @@ import uuid
 import pytest
 from django.test import Client
 
+from messaging.devtools.sandbox import sandbox_reply
 from messaging.models import SandboxReceipt
 from messaging.providers.callback import signature_headers
-from messaging.sandbox import sandbox_reply
 
 EMAIL = {"to": "a@example.com", "subject": "Hi", "content": "<p>x</p>", "contactId": "c-1"}
 

@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from messaging import services
+from messaging import workspaces
 from messaging.models import ApiKey, Message, Workspace, WorkspaceAlias
-from messaging.services import api_key_authenticate, api_key_create
+from messaging.workspaces import api_key_authenticate, api_key_create
 from tests.conftest import ApiClient
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
@@ -78,7 +78,7 @@ def test_missing_malformed_and_unknown_keys_get_the_same_401(db, header):
 def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db, monkeypatch):
     # API processes cache keys for API_KEY_CACHE_SECONDS; a revocation made elsewhere (another web
     # process, the database) must take effect within that time. Shortened here to keep the test quick.
-    monkeypatch.setattr(services._api_keys, "ttl", 0.5)
+    monkeypatch.setattr(workspaces._api_keys, "ttl", 0.5)
     key, full_key = api_key_create(name="victim")
     assert ApiClient(full_key).post("/api/schedule-sms", GOOD).status_code == 202
     wrong_secret = full_key[:-4] + ("aaaa" if not full_key.endswith("aaaa") else "bbbb")
@@ -159,3 +159,29 @@ def test_a_scoped_key_cannot_read_or_cancel_another_workspaces_message(db):
     assert scoped.post(f"/api/messages/{message_id}/cancel", {}).status_code == 404
     assert Message.objects.get(pk=message_id).status == "scheduled"
     assert ApiClient(everything).get(f"/api/messages/{message_id}").status_code == 200
+
+
+def test_a_scoped_key_gets_403_before_any_other_field_is_validated(db):
+    """A key limited to A learns nothing about B from 400s (B's phone region, time zone, ...)."""
+    _, only_a = api_key_create(name="only-a", workspace_ids=["A"])
+    Workspace.objects.create(external_id="B", default_phone_region="GB", timezone="Europe/London")
+    api = ApiClient(only_a)
+    # Valid only in B's region, invalid in every other way, or both: always the same 403.
+    for body in (
+        {**GOOD, "workspaceId": "B", "phoneNumber": "020 7946 0018"},
+        {**GOOD, "workspaceId": "B", "phoneNumber": "020 7946 0018", "message": ""},
+        {"workspaceId": "B", "scheduledFor": "2030-03-31T01:30:00"},
+    ):
+        refused = api.post("/api/schedule-sms", body)
+        assert refused.status_code == 403, refused.json()
+        assert "errors" not in refused.json()
+    refused = api.post("/api/ai-response", {"workspace_id": "B", "phone_number": "020 7946 0018"})
+    assert refused.status_code == 403
+    bulk = api.post("/api/schedule-sms/bulk", {"messages": [{"workspaceId": "B", "message": ""}]})
+    message = "This API key may not send for workspace 'B'."
+    assert bulk.json()["results"][0]["errors"] == {"workspaceId": [message]}
+    # A missing or malformed workspace ID names no workspace: the usual 400 for the fields.
+    missing = api.post("/api/schedule-sms", {**GOOD, "workspaceId": None})
+    assert missing.status_code == 400
+    assert list(missing.json()["errors"]) == ["workspaceId"]
+    assert Message.objects.count() == 0

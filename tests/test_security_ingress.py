@@ -8,9 +8,9 @@ import time
 import pytest
 
 from messaging import queues
-from messaging.api import MAX_JSON_DEPTH, json_depth
+from messaging.http import MAX_JSON_DEPTH, json_depth
 from messaging.models import Message
-from messaging.services import api_key_create
+from messaging.workspaces import api_key_create
 from tests.conftest import ApiClient
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from messaging import rollup
 from messaging.models import DeliveryAttempt, Message, Workspace
+from messaging.reporting import rollup
 from tests import factories
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from django import template
 from django.utils.html import format_html
 
-from messaging.selectors import error_label
+from messaging.reporting.selectors import error_label
 
 register = template.Library()
 
@@ -115,8 +117,6 @@ def get_item(mapping: dict, key: str):
 @register.filter
 def pretty_json(value) -> str:
     """Indented JSON for display (autoescaped by the template)."""
-    import json
-
     try:
         return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):

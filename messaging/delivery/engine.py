@@ -38,7 +38,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from messaging import queues
-from messaging.bulkinsert import update_rows
+from messaging.lib.bulkinsert import update_rows
 from messaging.models import Message, Status
 from messaging.providers.base import CallResult
 from messaging.workspaces import workspace_get

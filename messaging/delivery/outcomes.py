@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging import queues
-from messaging.bulkinsert import insert_rows, update_rows
+from messaging.lib.bulkinsert import insert_rows, update_rows
 from messaging.models import DeliveryAttempt, Message, Status
 from messaging.providers.base import CallResult, excerpt
 

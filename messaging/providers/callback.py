@@ -20,7 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from messaging import netguard
+from messaging.lib import netguard
 
 from .base import CallResult, ProviderClient, ProviderError
 

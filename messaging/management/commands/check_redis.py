@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from messaging.redis_check import diagnose
+from messaging.lib.redis_check import diagnose
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from messaging.services import api_key_create
+from messaging.workspaces import api_key_create
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from messaging.models import Message
-from messaging.services import api_key_authenticate, api_key_create
+from messaging.workspaces import api_key_authenticate, api_key_create
 
 RUN_DIR = Path(settings.BASE_DIR) / ".run"
 

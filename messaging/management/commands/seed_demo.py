@@ -5,8 +5,9 @@ import random
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging import demo, queues
+from messaging import queues
 from messaging.delivery.channels import CHANNELS
+from messaging.devtools import demo
 from messaging.models import Workspace
 
 

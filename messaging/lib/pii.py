@@ -11,7 +11,8 @@
   scheduler processes alike) applies it to every record at creation through the log record factory, so
   no handler, whoever configured it (Django, rq, gunicorn's access log, pytest), sees the full values.
 
-Message bodies are never passed to a logger; jobs carry only message ids (DESIGN.md, "Flow").
+Message bodies are never passed to a logger, and jobs carry only message ids (the bodies stay in the
+database), so masking the values above is enough.
 """
 
 from __future__ import annotations

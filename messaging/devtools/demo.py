@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from . import rollup
-from .models import Channel, DeliveryAttempt, Message, Status, Workspace
+from ..models import Channel, DeliveryAttempt, Message, Status, Workspace
+from ..reporting import rollup
 
 _FIRST = (
     "Northwind",

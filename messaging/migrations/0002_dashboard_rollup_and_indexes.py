@@ -5,6 +5,11 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+    """The dashboard's rollup tables (MessageStat per hour, MessageStatDay, MessageStatHour) and the
+    message and delivery-attempt indexes its pages read. Renamed from 0002_issue4_dashboard: `replaces` keeps databases that
+    recorded the old name migrated."""
+
+    replaces = [("messaging", "0002_issue4_dashboard")]
 
     dependencies = [
         ('messaging', '0001_initial'),

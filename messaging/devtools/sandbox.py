@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from .models import SandboxReceipt
+from ..models import SandboxReceipt
 
 FAIL_ALWAYS_400 = "+15005550400"
 FAIL_ONCE_429 = "+15005550429"

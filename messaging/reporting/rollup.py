@@ -31,7 +31,7 @@ from django.db.models import Case, Count, IntegerField, Min, QuerySet, Sum, Valu
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from .models import (
+from ..models import (
     LATENCY_BUCKETS_MS,
     LATENCY_FIELDS,
     DeliveryAttempt,

@@ -22,7 +22,7 @@ from django_rq.contrib.prometheus import RQCollector
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .models import Channel, Message, Status
+from ..models import Channel, Message, Status
 
 logger = logging.getLogger(__name__)
 

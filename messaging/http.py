@@ -1,0 +1,204 @@
+"""The API's HTTP plumbing: the JSON error shape, body parsing, API-key authentication, the per-key
+rate limit, workspace scope checks and the `api_view` decorator that ties them together.
+
+Errors always answer JSON `{success: false, message, errors?: {field: [reason, ...]}}`. The endpoints
+themselves are in messaging/api.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+
+from . import ratelimit, workspaces
+from .models import ApiKey, Message, Workspace
+from .validation import RequestInvalid
+
+logger = logging.getLogger(__name__)
+
+QUEUE_BACKEND_UNAVAILABLE = "Queue backend unavailable. Try again."
+# Deepest nesting of objects and arrays a request body may have (the top-level object counts as 1).
+MAX_JSON_DEPTH = 32
+
+
+class ApiRequest(HttpRequest):
+    """An authenticated API request (for annotations only; views get a plain HttpRequest).
+
+    `api_view` sets `api_key` before the view runs, on views that require a key.
+    """
+
+    api_key: ApiKey
+
+
+class ApiError(Exception):
+    """An error answer: HTTP `status`, a `message`, optional per-field `errors` and headers."""
+
+    def __init__(self, status: int, message: str, errors: dict | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, headers or {}
+
+
+def error_response(
+    status: int, message: str, errors: dict | None = None, headers: dict | None = None
+) -> JsonResponse:
+    """Return the JSON error shape with HTTP `status`."""
+    body: dict[str, Any] = {"success": False, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = JsonResponse(body, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _authenticate(request: HttpRequest) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    key = workspaces.api_key_authenticate(token.strip()) if scheme.lower() == "bearer" and token else None
+    if key is None:
+        # One message for missing, malformed, unknown and revoked keys: no oracle.
+        raise ApiError(401, "Missing or invalid API key. Send Authorization: Bearer <key>.")
+    return key
+
+
+def parse_json_body(request: HttpRequest) -> dict[str, Any]:
+    """Return the request body as a JSON object.
+
+    Raises ApiError 415 (not application/json), 413 (over API_MAX_BODY_BYTES) or 400 (malformed JSON,
+    not an object, or nested deeper than MAX_JSON_DEPTH).
+    """
+    if request.content_type != "application/json":
+        raise ApiError(415, "Content-Type must be application/json.")
+    length = request.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > settings.API_MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
+    body = request.body
+    if len(body) > settings.API_MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
+    try:
+        data = json.loads(body)
+    except RecursionError as exc:
+        raise ApiError(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.") from exc
+    except ValueError as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+    return data
+
+
+def json_depth(value: Any) -> int:
+    """Return how deeply JSON objects and arrays nest in `value` (a scalar is 0, {} or [] is 1).
+
+    Iterative, so a hostile body cannot exhaust the interpreter's recursion limit.
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
+    """Decorate an API view: allowed methods, API-key auth (sets request.api_key, see ApiRequest),
+    the per-key rate limit, JSON errors.
+
+    RequestInvalid becomes 400 with field errors; ratelimit.RateLimited 429 with `Retry-After` (whole
+    seconds); ApiError its own status; a database or Redis outage 503. Other exceptions propagate to
+    Django's 500 handler (server_error: a JSON 500 under /api/).
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @csrf_exempt
+        @never_cache
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            try:
+                if request.method not in methods:
+                    raise ApiError(
+                        405, f"Method {request.method} not allowed.", headers={"Allow": ", ".join(methods)}
+                    )
+                if auth:
+                    api_request = cast(ApiRequest, request)
+                    api_request.api_key = _authenticate(request)
+                    ratelimit.api_key_ingress(api_request.api_key)
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message, exc.errors, exc.headers)
+            except RequestInvalid as exc:
+                return error_response(400, exc.message, exc.errors)
+            except ratelimit.RateLimited as exc:
+                return error_response(429, exc.message, headers={"Retry-After": str(exc.retry_after_seconds)})
+            except DatabaseError:
+                logger.exception("database error in %s", request.path)
+                return error_response(503, "Database unavailable; nothing was stored. Try again.")
+            except redis.exceptions.RedisError:
+                logger.exception("Redis error in %s", request.path)
+                return error_response(503, QUEUE_BACKEND_UNAVAILABLE)
+
+        # Read by tests/test_openapi.py to compare with the OpenAPI document.
+        wrapper.api_methods = methods
+        wrapper.api_auth = auth
+        return wrapper
+
+    return decorator
+
+
+# --- Workspace scope ------------------------------------------------------------------------------
+
+
+def workspace_for_key(api_key: ApiKey, external_id: str) -> Workspace | None:
+    """Return the workspace a request names (by ID or alias), checking first that `api_key` may use it.
+
+    Looks the workspace up once (workspaces.workspace_lookup, cached): None when `external_id` is ''
+    (missing or not a valid ID: validation reports that) or names no workspace yet (it is created on
+    first valid use). Raises ApiError 403 when the key is limited to some workspaces and this is not
+    one of them; an unknown workspace is never in a key's scope.
+    """
+    workspace = workspaces.workspace_lookup(external_id)
+    allowed = workspaces.api_key_allowed_workspaces(api_key)
+    if allowed and external_id and (workspace is None or workspace.external_id not in allowed):
+        raise ApiError(403, f"This API key may not send for workspace {external_id!r}.")
+    return workspace
+
+
+def message_in_scope(api_key: ApiKey, message: Message) -> bool:
+    """True when `api_key` may see `message` (its workspace is in the key's scope, or the key has none)."""
+    allowed = workspaces.api_key_allowed_workspaces(api_key)
+    return not allowed or message.workspace.external_id in allowed
+
+
+# --- Django's error handlers (config/urls.py) -----------------------------------------------------
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 handler: the JSON error shape under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error_response(404, "Not found.")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500 handler: the JSON error shape under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return error_response(500, "Internal error; nothing about it was shown to you, and it was logged.")
+    return defaults.server_error(request)
