@@ -19,6 +19,10 @@ from messaging.delivery import engine
 from messaging.models import Message
 from messaging.workspaces import api_key_create
 
+# Fixtures for tests that run real worker and scheduler processes (redis_server, provider, timing,
+# processes).
+pytest_plugins = ["tests.process_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def caches_clean():

@@ -180,16 +180,29 @@ def rqscheduler(env: dict[str, str]) -> Managed:
 
 
 class ProviderLog:
-    """What a fake provider received: Idempotency-Key of every request, in order, thread-safe."""
+    """What a fake provider received, thread-safe: the Idempotency-Key of every request in order,
+    when each arrived (time.monotonic() and wall clock), and the most calls it held at once."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.keys: list[str] = []
+        self.arrivals: list[tuple[float, float, str]] = []  # (monotonic, epoch seconds, key)
         self.in_flight = 0
+        self.peak = 0
 
     def add(self, key: str) -> None:
         with self.lock:
             self.keys.append(key)
+            self.arrivals.append((time.monotonic(), time.time(), key))
+
+    def enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def by_key(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)

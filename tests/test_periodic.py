@@ -9,7 +9,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from rq import SimpleWorker
 
-from messaging import periodic, queues
+from messaging import queues
+from messaging.delivery import periodic
 from messaging.models import Message
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}

@@ -10,130 +10,18 @@ attempts.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
 import pytest
-from pytest_httpserver import HTTPServer
-from werkzeug import Response
 
 from messaging import queues
 from messaging.models import DeliveryAttempt, Message
-from tests.process_control import ProviderLog, RedisServer, process_env, rqscheduler, rqworker, wait_for
+from tests.process_control import wait_for
+from tests.process_fixtures import all_final, assert_invariant, in_flight, post, statuses
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
-
-GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
-FINAL = {"sent", "failed", "cancelled"}
-
-
-@pytest.fixture
-def redis_server(settings):
-    server = RedisServer().start()
-    settings.REDIS_URL = server.url
-    settings.RQ_QUEUES = {name: {**config, "URL": server.url} for name, config in settings.RQ_QUEUES.items()}
-    queues.reset_connection()
-    yield server
-    queues.reset_connection()
-    server.close()
-
-
-@pytest.fixture
-def provider(settings):
-    """Threaded fake SMS API. `provider.first_call_seconds` makes each message's first call that slow."""
-    log = ProviderLog()
-    log.first_call_seconds = 0.0
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-
-    def handler(request):
-        key = request.headers.get("Idempotency-Key", "")
-        first = key not in log.by_key()
-        log.add(key)
-        if first and log.first_call_seconds:
-            time.sleep(log.first_call_seconds)
-        return Response(json.dumps({"id": f"p-{key[:8]}"}), status=200, content_type="application/json")
-
-    server.expect_request("/send-sms", method="POST").respond_with_handler(handler)
-    server.start()
-    settings.SMS_API_URL = server.url_for("").rstrip("/")
-    yield log
-    server.clear()
-    server.stop()
-
-
-@pytest.fixture
-def timing(settings):
-    """Short job timeout and sweep periods so recovery is observable within seconds."""
-    settings.RQ_JOB_TIMEOUT = 8
-    settings.PROVIDER_CONNECT_TIMEOUT = 1
-    settings.PROVIDER_READ_TIMEOUT = 5
-    settings.SWEEP_INTERVAL_SECONDS = 1
-    settings.SWEEP_GRACE_SECONDS = 1
-    settings.SWEEP_SENDING_GRACE_SECONDS = 2
-    return settings
-
-
-@pytest.fixture
-def processes(transactional_db, redis_server, provider, timing):
-    """Start worker/scheduler processes for a test; every one is killed (with its group) at the end."""
-    started = []
-    env = process_env(
-        redis_server.url,
-        SWEEP_INTERVAL_SECONDS=timing.SWEEP_INTERVAL_SECONDS,
-        SWEEP_GRACE_SECONDS=timing.SWEEP_GRACE_SECONDS,
-        SWEEP_SENDING_GRACE_SECONDS=timing.SWEEP_SENDING_GRACE_SECONDS,
-        # An AI job (generation then callback) must fit in the short job timeout too.
-        AI_READ_TIMEOUT=2,
-        CALLBACK_CONNECT_TIMEOUT=1,
-        CALLBACK_READ_TIMEOUT=2,
-    )
-
-    class Processes:
-        def worker(self, worker_class: str = ""):
-            started.append(rqworker(env, worker_class=worker_class))
-            wait_for(lambda: "Listening on" in started[-1].output(), 30, what="the worker to start")
-            return started[-1]
-
-        def scheduler(self):
-            started.append(rqscheduler(env))
-            wait_for(lambda: "Registering birth" in started[-1].output(), 30, what="the scheduler to start")
-            return started[-1]
-
-    yield Processes()
-    for process in started:
-        process.stop()
-
-
-def statuses(ids) -> dict[str, str]:
-    return dict(Message.objects.filter(pk__in=ids).values_list("pk", "status"))
-
-
-def all_final(ids) -> bool:
-    return set(statuses(ids).values()) <= FINAL and len(statuses(ids)) == len(ids)
-
-
-def assert_invariant(ids: list[str], provider: ProviderLog) -> None:
-    """Every accepted message is final, and was received at most `attempts` times by the provider."""
-    received = provider.by_key()
-    for message in Message.objects.filter(pk__in=ids):
-        assert message.status in FINAL, (message.pk, message.status)
-        assert received.get(str(message.pk), 0) <= message.attempts, (message.pk, received, message.attempts)
-    assert Message.objects.filter(pk__in=ids).count() == len(ids)
-
-
-def post(api, n: int = 1, **fields) -> list[str]:
-    ids = []
-    for i in range(n):
-        response = api.post("/api/schedule-sms", {**GOOD, "contactId": f"c-{i}", **fields})
-        assert response.status_code == 202, response.content
-        ids.append(response.json()["id"])
-    return ids
-
-
-def in_flight(provider: ProviderLog, message_id: str) -> bool:
-    return provider.by_key().get(message_id, 0) >= 1
 
 
 # The forking worker (a work horse per job), for deployments that choose job isolation.
@@ -288,4 +176,35 @@ def test_a_redis_restart_during_a_provider_call_does_not_stop_the_worker(
     assert worker.process.poll() is None, worker.output()[-3000:]
     assert set(statuses(ids).values()) == {"sent"}
     assert "Redis answers, working again" in worker.output()
+    assert_invariant(ids, provider)
+
+
+def test_2000_messages_accepted_while_redis_is_down_reach_the_provider_once_after_it_returns(
+    api, processes, provider, redis_server
+):
+    from rq import Worker as RqWorker
+
+    processes.worker()
+    processes.worker()
+    processes.scheduler()
+    wait_for(lambda: len(RqWorker.all(connection=queues.get_connection())) == 2, 10, what="two workers")
+    redis_server.stop()
+    ids = post(api, 2000)
+    assert set(statuses(ids).values()) == {"accepted"}
+    redis_server.start()  # empty: no persistence
+    queues.reset_connection()
+    returned = time.monotonic()
+    wait_for(
+        lambda: len(RqWorker.all(connection=queues.get_connection())) == 2,
+        10,
+        interval=0.05,
+        what="both workers listed again",
+    )
+    listed_after = time.monotonic() - returned
+    wait_for(lambda: all_final(ids), 90, interval=0.5, what="2,000 messages after Redis returned")
+    last_call = max(arrived for arrived, _, _ in provider.arrivals) - returned
+    assert listed_after < 3, f"workers were listed again {listed_after:.1f}s after Redis returned"
+    assert last_call < 60, f"the last message reached the provider {last_call:.1f}s after Redis returned"
+    assert set(statuses(ids).values()) == {"sent"}
+    assert provider.by_key() == {pk: 1 for pk in ids}
     assert_invariant(ids, provider)

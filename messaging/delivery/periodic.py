@@ -34,6 +34,8 @@ PERIODIC_QUEUE = "sms"
 ID_PREFIX = "periodic-"
 # Seconds between the scheduler's checks that every periodic job is still registered.
 ENSURE_EVERY_SECONDS = 15
+# Seconds between checks whether Redis is back, once it is gone.
+REDIS_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -121,17 +123,24 @@ class MaintainingScheduler(DjangoScheduler):
                 self.log.info("periodic jobs: %s", changed)
 
     def run(self, burst: bool = False) -> None:
-        delay = 1.0
+        """Run rq-scheduler's loop; when Redis goes away, wait for it (checking every
+        REDIS_RETRY_SECONDS, so jobs move again within a second of its return) and run it again."""
         while True:
             try:
                 return super().run(burst=burst)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                self.log.error("Redis unavailable (%s); scheduler retrying in %.0fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                self._lock_acquired = False
-                self._last_ensure = 0.0
-                # Our registration may have survived a short outage; without this, register_birth
-                # would refuse to start "a second scheduler" with our own name.
-                with contextlib.suppress(redis.exceptions.RedisError):
-                    self.connection.delete(self.key)
+                self.log.error("Redis unavailable (%s); scheduler waiting for it", exc)
+            while True:
+                time.sleep(REDIS_RETRY_SECONDS)
+                try:
+                    self.connection.ping()
+                except redis.exceptions.RedisError:
+                    continue
+                break
+            self.log.info("Redis answers; scheduler running again")
+            self._lock_acquired = False
+            self._last_ensure = 0.0  # re-register the periodic jobs at once (Redis may be empty)
+            # Our registration may have survived a short outage; without this, register_birth
+            # would refuse to start "a second scheduler" with our own name.
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.connection.delete(self.key)
