@@ -151,17 +151,32 @@ def ai_request(workspace: Workspace | None, external_id: str, rate_limit_key: st
 # worker waits until that instant and calls at once; a call that would start later than half the
 # guard past its slot reserves again. So calls reach the provider at most a guard's fraction after
 # their slot, and the guard absorbs it. Each limit is a sorted set of reserved times (Redis server
-# clock, milliseconds) keyed by "<message id>:<attempt>", so a message that is deferred and comes back
-# replaces its own reservation instead of holding two.
+# clock, milliseconds) keyed by "<message id>:<attempt>": a message deferred to its slot finds its
+# reservation when it comes back and keeps it; one that missed its slot replaces it with a new one
+# instead of holding two.
 
 _RESERVE_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local member, horizon = ARGV[1], tonumber(ARGV[2])
+local member, horizon, late = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local limits, spans = {}, {}
+-- A slot this member already holds in every limit, and has not missed by more than `late`, is kept.
+local held = nil
 for i = 1, #KEYS do
-  limits[i] = tonumber(ARGV[1 + 2 * i])
-  spans[i] = tonumber(ARGV[2 + 2 * i])
+  limits[i] = tonumber(ARGV[2 + 2 * i])
+  spans[i] = tonumber(ARGV[3 + 2 * i])
+  local score = redis.call('ZSCORE', KEYS[i], member)
+  if score and tonumber(score) >= now - late and (held == nil or held == tonumber(score)) then
+    held = tonumber(score)
+  else
+    held = false
+  end
+end
+if held then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], horizon + spans[i] + 1000) end
+  return {1, math.max(0, held - now)}
+end
+for i = 1, #KEYS do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (now - spans[i]))
   redis.call('ZREM', KEYS[i], member)
 end
@@ -228,7 +243,8 @@ def reserve_slots(
 
     `requests`: (limits, member) pairs, where limits is a list of (Redis key, limit) that the call
     must all respect (e.g. the channel's rate and the workspace's) and member names the call
-    ("<message id>:<attempt>"; reserving again under the same member replaces the earlier slot).
+    ("<message id>:<attempt>"; reserving again under the same member keeps the slot it holds unless
+    that slot passed more than half the guard ago, then replaces it).
     `horizon`: seconds ahead a slot may be reserved; `guard`: seconds added to every window (see
     above). Returns a Slot per request. Raises redis.exceptions.RedisError when Redis is unreachable.
     """
@@ -239,7 +255,7 @@ def reserve_slots(
     guard_ms = int(guard * 1000)
     with connection.pipeline(transaction=False) as pipe:
         for limits, member in requests:
-            args: list[object] = [member, int(horizon * 1000)]
+            args: list[object] = [member, int(horizon * 1000), guard_ms // 2]
             for _key, item in limits:
                 args += [item.amount, item.get_expiry() * 1000 + guard_ms]
             _reserve_script(keys=[key for key, _ in limits], args=args, client=pipe)

@@ -290,8 +290,11 @@ class Engine:
                 delivery.send_at = clock + slot.delay
                 self._timer(delivery, delivery.send_at, "slot")
             else:
+                # A reserved slot is kept for the message: its job comes back a little before the
+                # slot (rq-scheduler works in whole seconds) and waits out the rest here.
+                back = slot.delay - gate.SLOT_LEAD_SECONDS if slot.reserved else slot.delay
                 reason = f"deferred {slot.delay:.2f}s: over the {delivery.message.channel} delivery rate"
-                self._deferred.append((delivery, now + timedelta(seconds=slot.delay), reason))
+                self._deferred.append((delivery, now + timedelta(seconds=back), reason))
 
     def _hand_back(self) -> None:
         now, clock = timezone.now(), time.monotonic()

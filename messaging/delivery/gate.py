@@ -37,6 +37,8 @@ EARLY_WAIT_MAX_SECONDS = 2.0
 BATCH_WAIT_MAX_SECONDS = 20.0
 # A single message's rate slot may be reserved this far ahead (its job is deferred to the slot).
 RESERVE_HORIZON_SECONDS = 60.0
+# A job deferred to a reserved slot is due this many seconds before the slot (and waits out the rest).
+SLOT_LEAD_SECONDS = 1.0
 
 SKIP, DEFER, WAIT, GO = "skip", "defer", "wait", "go"
 

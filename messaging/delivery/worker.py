@@ -333,7 +333,10 @@ class Worker(_StartupLogMixin, BaseWorker):
         close_old_connections()
         try:
             timeout = item.job.timeout or Queue.DEFAULT_TIMEOUT
-            with TimerDeathPenalty(timeout, JobTimeoutException, job_id=item.job.id):
+            # A subclass per job: RQ's TimerDeathPenalty patches the exception class it is given so
+            # the exception carries that job's timeout, which on the shared class would race.
+            exception = type("JobTimeoutException", (JobTimeoutException,), {})
+            with TimerDeathPenalty(timeout, exception, job_id=item.job.id):
                 item.return_value = item.job.perform()
         except BaseException as exc:  # noqa: BLE001 - reported as the job's failure
             item.error, item.exc_info = exc, sys.exc_info()
@@ -451,7 +454,8 @@ class Worker(_StartupLogMixin, BaseWorker):
             if now - item.started <= timeout + grace:
                 continue
             item.abandoned = True
-            error = JobTimeoutException(f"Task exceeded maximum timeout value ({timeout} seconds)")
+            error = type("JobTimeoutException", (JobTimeoutException,), {})()
+            error.args = (f"Task exceeded maximum timeout value ({timeout} seconds)",)
             self.log.warning("Worker %s: job %s exceeded its timeout of %ss", self.name, item.job.id, timeout)
             item.error, item.exc_info, item.delivery = error, (JobTimeoutException, error, None), True
             self._finish_deliveries([item])
