@@ -225,20 +225,27 @@ def enqueue_delivery(message_id: str, channel: str, *, job_id: str, at: datetime
     return job_id
 
 
-def cancel_job(job_id: str) -> None:
-    """Best effort: drop a scheduled job from rq-scheduler and delete the job hash.
+def cancel_jobs(job_ids: Iterable[str]) -> None:
+    """Best effort: drop jobs from rq-scheduler and delete their hashes, in one pipeline (batch jobs,
+    shared by other messages, are left alone).
 
     The worker's conditional claim is what really prevents a send; this only keeps Redis tidy.
     """
-    if not job_id or job_id.startswith(BATCH_JOB_PREFIX):
+    job_ids = [job_id for job_id in job_ids if job_id and not job_id.startswith(BATCH_JOB_PREFIX)]
+    if not job_ids:
         return
     try:
         with get_connection().pipeline() as pipe:
-            pipe.zrem(SCHEDULED_JOBS_KEY, job_id)
-            pipe.delete(f"rq:job:{job_id}")
+            pipe.zrem(SCHEDULED_JOBS_KEY, *job_ids)
+            pipe.delete(*(f"rq:job:{job_id}" for job_id in job_ids))
             pipe.execute()
     except redis.exceptions.RedisError:
-        logger.warning("could not remove job %s from Redis", job_id)
+        logger.warning("could not remove %d jobs from Redis", len(job_ids))
+
+
+def cancel_job(job_id: str) -> None:
+    """cancel_jobs for one job."""
+    cancel_jobs([job_id])
 
 
 def _job_field(job_ids: list[str], field: str) -> list[bytes | None]:

@@ -38,12 +38,11 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from messaging import queues
-from messaging.lib.bulkinsert import update_rows
-from messaging.models import Message, Status
+from messaging.models import Message
 from messaging.providers.base import CallResult
 from messaging.workspaces import workspace_get
 
-from . import gate, outbox, outcomes
+from . import gate, outbox, outcomes, rows
 from .channels import Attempt
 from .channels import get as get_channel
 
@@ -206,8 +205,7 @@ class Engine:
         if not incoming:
             return
         try:
-            ids = {d.message_id for d in incoming}
-            loaded = {str(m.pk): m for m in Message.objects.filter(pk__in=ids)}
+            loaded = rows.load(sorted({d.message_id for d in incoming}))
             for message in loaded.values():
                 message.workspace = workspace_get(message.workspace_id)
         except Exception as exc:  # noqa: BLE001 - the jobs fail; the sweep settles their messages
@@ -330,8 +328,9 @@ class Engine:
         with transaction.atomic():
             results = outcomes.record([(d.message, d.attempt) for d in finished])
             self._defer(deferred)
-            self._release(unclaim)
-            claimed = self._claim(to_claim)
+            rows.release([d.message for d in unclaim])
+            claimed_ids = rows.claim([d.message for d in to_claim], timezone.now())
+        claimed = {d for d in to_claim if str(d.message.pk) in claimed_ids}
         self._finished, self._deferred, self._unclaim = [], [], []
         self._unslotted.extend(unclaim)
         for delivery, result in zip(finished, results, strict=True):
@@ -358,112 +357,23 @@ class Engine:
         self._sending[future] = delivery
         future.add_done_callback(lambda _f: self._wake.set())
 
-    def _claim(self, deliveries: list[Delivery]) -> set[Delivery]:
-        """Claim the messages of `deliveries` (queued/scheduled -> sending, attempts + 1) with one
-        conditional UPDATE statement run for every row; return the deliveries whose claim held."""
-        if not deliveries:
-            return set()
-        now = timezone.now()
-        ops = connection.ops
-        table = ops.quote_name(Message._meta.db_table)
-        pk_field = Message._meta.pk
-        # Table and column names come from the model; every value is a query parameter.
-        sql = (
-            f"UPDATE {table} SET status = %s, attempts = attempts + 1, sending_started_at = %s "  # noqa: S608
-            "WHERE id = %s AND status IN (%s, %s) AND rq_job_id = %s AND attempts = %s "
-            "AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
-        )
-        stamp = ops.adapt_datetimefield_value(now)
-        rows = [
-            (
-                Status.SENDING.value,
-                stamp,
-                pk_field.get_db_prep_value(d.message.pk, connection),
-                Status.QUEUED.value,
-                Status.SCHEDULED.value,
-                d.message.rq_job_id,
-                d.message.attempts,
-                stamp,
-            )
-            for d in deliveries
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, rows)
-        claimed_pks = set(
-            Message.objects.filter(
-                pk__in=[d.message.pk for d in deliveries], status=Status.SENDING, sending_started_at=now
-            ).values_list("pk", flat=True)
-        )
-        claimed = set()
-        for delivery in deliveries:
-            if delivery.message.pk in claimed_pks:
-                message = delivery.message
-                message.status, message.attempts, message.sending_started_at = (
-                    Status.SENDING,
-                    message.attempts + 1,
-                    now,
-                )
-                claimed.add(delivery)
-        return claimed
-
-    def _release(self, deliveries: list[Delivery]) -> None:
-        """Undo the claim of deliveries that missed their rate slot: back to queued, attempts - 1."""
-        if not deliveries:
-            return
-        update_rows(
-            Message,
-            ["status", "attempts", "sending_started_at"],
-            [(d.message.pk, [Status.QUEUED, d.message.attempts - 1, None]) for d in deliveries],
-            where={"status": Status.SENDING},
-        )
-        for delivery in deliveries:
-            message = delivery.message
-            message.status, message.attempts, message.sending_started_at = (
-                Status.QUEUED,
-                message.attempts - 1,
-                None,
-            )
-
     def _defer(self, deferred: list[tuple[Delivery, datetime, str]]) -> None:
         """Move deferred messages to new jobs due at their time (no attempt used): a job each, or one
-        new batch job for the deferred members of a batch job; enqueued after commit. Each move is
-        conditional on the message still waiting and pointing at the job it had."""
+        new batch job for the deferred members of a batch job; enqueued after commit."""
         if not deferred:
             return
-        moves: list[tuple[Message, str, str, datetime]] = []  # (message, old job id, new job id, at)
+        moves: list[tuple[Message, str, datetime]] = []
         batches: dict[str, list[tuple[Delivery, datetime]]] = {}
         for delivery, at, _reason in deferred:
             if delivery.batch:
                 batches.setdefault(delivery.message.rq_job_id, []).append((delivery, at))
             else:
-                moves.append((delivery.message, delivery.message.rq_job_id, queues.new_job_id(), at))
-        for old_job_id, members in batches.items():
+                moves.append((delivery.message, queues.new_job_id(), at))
+        for members in batches.values():
             job_id, at = queues.new_batch_job_id(), min(at for _, at in members)
-            moves.extend((delivery.message, old_job_id, job_id, at) for delivery, _ in members)
-        ops = connection.ops
-        table = ops.quote_name(Message._meta.db_table)
-        pk_field = Message._meta.pk
-        # Table and column names come from the model; every value is a query parameter.
-        sql = (
-            f"UPDATE {table} SET rq_job_id = %s, next_attempt_at = %s "  # noqa: S608
-            "WHERE id = %s AND rq_job_id = %s AND status IN (%s, %s)"
-        )
-        rows = [
-            (
-                job_id,
-                ops.adapt_datetimefield_value(at),
-                pk_field.get_db_prep_value(message.pk, connection),
-                old_job_id,
-                Status.QUEUED.value,
-                Status.SCHEDULED.value,
-            )
-            for message, old_job_id, job_id, at in moves
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, rows)
-        for message, _old, job_id, at in moves:
-            message.rq_job_id, message.next_attempt_at = job_id, at
-        outbox.enqueue_after_commit([message for message, *_ in moves])
+            moves.extend((delivery.message, job_id, at) for delivery, _ in members)
+        moved = rows.move(moves)
+        outbox.enqueue_after_commit([message for message, _, _ in moves if str(message.pk) in moved])
 
     # --- waiting ----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from messaging import queues
@@ -23,7 +23,7 @@ from messaging.lib.bulkinsert import insert_rows, update_rows
 from messaging.models import DeliveryAttempt, Message, Status
 from messaging.providers.base import CallResult, excerpt
 
-from . import outbox
+from . import outbox, rows
 from .channels import Attempt
 
 INTERRUPTED = "interrupted"
@@ -145,25 +145,20 @@ def record(finished: list[tuple[Message, Attempt]]) -> list[str | None]:
     now = timezone.now()
     texts: list[str | None] = [None] * len(finished)
     with transaction.atomic():
-        current = Message.objects.filter(pk__in=[m.pk for m, _ in finished], status=Status.SENDING)
-        if connection.features.has_select_for_update:
-            current = current.select_for_update()
-        still = {
-            pk: (attempts, job) for pk, attempts, job in current.values_list("pk", "attempts", "rq_job_id")
-        }
-        rows: list[DeliveryAttempt] = []
+        ours = rows.still_sending([message for message, _ in finished], lock=True)
+        attempt_rows: list[DeliveryAttempt] = []
         updates: dict[tuple[str, ...], list[tuple[Any, list[Any]]]] = defaultdict(list)
         retried: list[Message] = []
         for index, (message, attempt) in enumerate(finished):
-            if still.get(message.pk) != (message.attempts, message.rq_job_id):
+            if str(message.pk) not in ours:
                 continue
-            rows.extend(attempt_row(message, call) for call in attempt.calls)
+            attempt_rows.extend(attempt_row(message, call) for call in attempt.calls)
             fields, texts[index] = settle(message, attempt, now)
             names = tuple(sorted(fields))
             updates[names].append((message.pk, [fields[name] for name in names]))
             if fields["status"] == Status.QUEUED:
                 retried.append(message)
-        insert_rows(rows)
+        insert_rows(attempt_rows)
         for names, values in updates.items():
             update_rows(Message, names, values, where={"status": Status.SENDING})
         outbox.enqueue_after_commit(retried)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +31,7 @@ from messaging import queues
 from messaging.models import Message, Status
 
 from . import outbox, outcomes
+from . import rows as rows_module
 
 logger = logging.getLogger(__name__)
 
@@ -97,54 +98,28 @@ def requeue(
             job_id = queues.new_batch_job_id() if len(chunk) > 1 else None
             for row in chunk:
                 row["new_job_id"] = job_id or queues.new_job_id()
-    ops = connection.ops
-    table = ops.quote_name(Message._meta.db_table)
-    placeholders = ", ".join(["%s"] * len(from_statuses))
-    # Table and column names come from the model; every value is a query parameter.
-    sql = (
-        f"UPDATE {table} SET status = %s, rq_job_id = %s, queued_at = %s, next_attempt_at = %s "  # noqa: S608
-        f"WHERE id = %s AND rq_job_id = %s AND status IN ({placeholders})"
-    )
-    stamp = ops.adapt_datetimefield_value(now)
-    params = []
+    messages, statuses, moves = [], {}, []
     for row in rows:
-        row["new_status"] = Status.SCHEDULED if row["when"] and row["attempts"] == 0 else Status.QUEUED
-        # Kept as it was: an overdue message queued at once still is not sent before its time.
-        next_attempt = row["next_attempt_at"]
-        params.append(
-            (
-                row["new_status"].value,
-                row["new_job_id"],
-                stamp,
-                ops.adapt_datetimefield_value(next_attempt),
-                Message._meta.pk.get_db_prep_value(row["pk"], connection),
-                row["rq_job_id"],
-                *[str(status) for status in from_statuses],
-            )
+        message = Message(
+            pk=row["pk"], channel=row["channel"], rq_job_id=row["rq_job_id"], attempts=row["attempts"]
         )
-        row["next_attempt"] = next_attempt
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-    moved_ids = set(
-        Message.objects.filter(
-            pk__in=[row["pk"] for row in rows], rq_job_id__in={row["new_job_id"] for row in rows}
-        ).values_list("pk", flat=True)
-    )
-    moved = [row for row in rows if row["pk"] in moved_ids]
-    messages = [
-        Message(
-            pk=row["pk"],
-            channel=row["channel"],
-            status=row["new_status"],
-            rq_job_id=row["new_job_id"],
-            next_attempt_at=row["when"],  # when the job is due: now for one queued at once
+        statuses[str(message.pk)] = (
+            Status.SCHEDULED if row["when"] and row["attempts"] == 0 else Status.QUEUED
         )
-        for row in moved
+        # next_attempt_at is kept: an overdue message queued at once is still not sent before its time.
+        moves.append((message, row["new_job_id"], row["next_attempt_at"]))
+        messages.append(message)
+    with transaction.atomic():
+        moved_ids = rows_module.move(moves, from_statuses=from_statuses, status=statuses, queued_at=now)
+    moved = [
+        (message, row) for message, row in zip(messages, rows, strict=True) if str(message.pk) in moved_ids
     ]
+    for message, row in moved:
+        message.next_attempt_at = row["when"]  # when the job is due: now for one queued at once
+    messages = [message for message, _ in moved]
     if not outbox.enqueue(messages):
         raise RedisUnavailable("could not enqueue")
-    for row in moved:
-        queues.cancel_job(row["rq_job_id"])
+    queues.cancel_jobs(row["rq_job_id"] for _message, row in moved)
     return len(moved)
 
 
