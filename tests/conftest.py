@@ -15,7 +15,7 @@ from django.test import Client
 from rq import SimpleWorker
 
 from messaging import queues
-from messaging.delivery import engine
+from messaging.delivery import senders
 from messaging.models import Message
 from messaging.workspaces import api_key_create
 
@@ -33,7 +33,7 @@ def caches_clean():
     yield
     ttlcache.clear_all()
     # Batch jobs run in the process's delivery threads; they must not keep test-database connections.
-    engine.delivery_pool_shutdown()
+    senders.pool_shutdown()
 
 
 @pytest.fixture(autouse=True)

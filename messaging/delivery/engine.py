@@ -23,10 +23,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,12 +37,10 @@ from django.utils import timezone
 
 from messaging import queues
 from messaging.models import Message
-from messaging.providers.base import CallResult
 from messaging.workspaces import workspace_get
 
-from . import gate, outbox, outcomes, rows
+from . import gate, outbox, outcomes, rows, senders
 from .channels import Attempt
-from .channels import get as get_channel
 
 logger = logging.getLogger(__name__)
 
@@ -74,46 +70,6 @@ class Delivery:
     limited: bool = False  # holds a delivery-rate slot
     attempt: Attempt | None = None
     extra: dict = field(default_factory=dict)
-
-
-class LateForSlot(Exception):
-    """A delivery thread reached a rate-limited call more than half the guard after its slot."""
-
-
-def _no_database(execute, sql, params, many, context):  # noqa: ANN001 - Django's execute_wrapper signature
-    raise RuntimeError("delivery threads do not use the database; load what a sender needs beforehand")
-
-
-def send(delivery: Delivery) -> Attempt:
-    """Make the call(s) of one claimed delivery, at its slot; runs on a delivery thread.
-
-    Waits until the delivery-rate slot, then calls the channel's sender with database access
-    blocked. Raises LateForSlot when a rate-limited call would start more than half of
-    DELIVERY_RATE_GUARD_MS after its slot. An unexpected exception becomes a transient error of kind
-    `internal_error` (logged), so the message is retried or failed like any other.
-    """
-    wait = delivery.send_at - time.monotonic()
-    if wait > 0:
-        time.sleep(wait)
-    elif delivery.limited and -wait > settings.DELIVERY_RATE_GUARD_MS / 2000:
-        raise LateForSlot
-    message = delivery.message
-    try:
-        with connection.execute_wrapper(_no_database):
-            return get_channel(message.channel).send(message)
-    except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, never lost
-        logger.exception("delivery of message %s raised", message.pk)
-        return Attempt(
-            [
-                CallResult(
-                    url="",
-                    started_at=timezone.now(),
-                    transient=True,
-                    error_kind="internal_error",
-                    error=f"Internal error while sending: {type(exc).__name__}: {exc}",
-                )
-            ]
-        )
 
 
 class Engine:
@@ -308,7 +264,7 @@ class Engine:
             delivery = self._sending.pop(future)
             try:
                 delivery.attempt = future.result()
-            except LateForSlot:
+            except senders.LateForSlot:
                 self._unclaim.append(delivery)
                 continue
             self._finished.append(delivery)
@@ -347,13 +303,13 @@ class Engine:
     def _start(self, delivery: Delivery) -> None:
         if self.pool is None:
             try:
-                delivery.attempt = send(delivery)
-            except LateForSlot:
+                delivery.attempt = senders.send(delivery.message, delivery.send_at, limited=delivery.limited)
+            except senders.LateForSlot:
                 self._unclaim.append(delivery)
                 return
             self._finished.append(delivery)
             return
-        future = self.pool.submit(send, delivery)
+        future = self.pool.submit(senders.send, delivery.message, delivery.send_at, limited=delivery.limited)
         self._sending[future] = delivery
         future.add_done_callback(lambda _f: self._wake.set())
 
@@ -395,68 +351,3 @@ class Engine:
             wait = min(wait, when - (CLAIM_AHEAD_SECONDS if phase == "slot" else 0) - now)
         if wait > 0:
             self._wake.wait(wait)
-
-
-def summary(results: list[str]) -> str:
-    """Count results by their first word ("sent=98 retry=2")."""
-    counts = Counter(result.split(":")[0].split(" ")[0] for result in results)
-    return " ".join(f"{name}={count}" for name, count in sorted(counts.items()))
-
-
-# --- For jobs run by other worker classes ---------------------------------------------------------
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None  # (process id, size) the pool was made for
-
-
-def delivery_pool() -> ThreadPoolExecutor:
-    """Return this process's pool of WORKER_CONCURRENCY delivery threads, made on first use.
-
-    The threads outlive a job, so their HTTP keep-alive connections to providers are reused by the
-    next one. A forked work horse makes its own pool.
-    """
-    global _pool, _pool_key
-    key = (os.getpid(), max(1, settings.WORKER_CONCURRENCY))
-    if _pool is None or _pool_key != key:
-        with _pool_lock:
-            if _pool is None or _pool_key != key:
-                _pool = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="deliver")
-                _pool_key = key
-    return _pool
-
-
-def delivery_pool_shutdown() -> None:
-    """Stop this process's delivery threads once their calls finish (tests call this)."""
-    global _pool, _pool_key
-    with _pool_lock:
-        pool, _pool, _pool_key = _pool, None, None
-    if pool is not None:
-        pool.shutdown(wait=True)
-
-
-def deliver_now(message_ids: list[str], *, job_id: str | None = None, batch: bool = False) -> list[str]:
-    """Deliver messages in the calling thread, as one job of a non-concurrent worker; return each one's
-    result in order.
-
-    One message: its call is made inline. Several (a batch job): up to WORKER_CONCURRENCY calls in
-    flight on the process's delivery threads. Either way through the same pipeline as the concurrent
-    worker's (load, gate, claim, send, record).
-    """
-    results: dict[int, str] = {}
-    errors: list[BaseException] = []
-
-    def done(delivery: Delivery, result: str, error: BaseException | None) -> None:
-        results[delivery.extra["index"]] = result
-        if error is not None:
-            errors.append(error)
-
-    deliveries = [
-        Delivery(str(message_id), job_id, done, batch=batch, extra={"index": i})
-        for i, message_id in enumerate(message_ids)
-    ]
-    pool = delivery_pool() if len(deliveries) > 1 else None
-    Engine(pool=pool, capacity=settings.WORKER_CONCURRENCY if pool else 1).run(deliveries)
-    if errors:
-        raise errors[0]
-    return [results[i] for i in range(len(deliveries))]

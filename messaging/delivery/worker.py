@@ -43,17 +43,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import close_old_connections
-from rq import Worker as RqWorker
 from rq.exceptions import StopRequested
-from rq.executions import Execution, cleanup_execution
-from rq.job import Job, JobStatus
-from rq.job_lifecycle import format_exc_info
+from rq.job import Job
 from rq.queue import Queue
 from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
@@ -63,7 +59,8 @@ from rq.worker_registration import register
 
 from messaging import queues
 
-from .engine import Delivery, Engine, delivery_pool, summary
+from . import rqjobs, senders
+from .engine import Delivery, Engine
 from .startup import startup_summary
 
 # The worker holds up to this many times WORKER_CONCURRENCY deliveries: while calls are in flight the
@@ -82,41 +79,6 @@ REDIS_RETRY_SECONDS = 0.5
 # Seconds past its timeout before the watchdog fails a job whose thread has not stopped.
 TIMEOUT_GRACE_SECONDS = 5.0
 
-_DEQUEUE_LUA = """
-local want, weight, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local out, taken = {}, 0
-for i = 1, #KEYS do
-  while taken < want do
-    local id = redis.call('LPOP', KEYS[i])
-    if not id then break end
-    out[#out + 1] = KEYS[i]
-    out[#out + 1] = id
-    if string.sub(id, 1, #prefix) == prefix then taken = taken + weight else taken = taken + 1 end
-  end
-  if taken >= want then break end
-end
-return out
-"""
-
-
-@dataclass(eq=False)
-class _Running:
-    """A job this worker started: its execution, how much of the concurrency it holds, its results."""
-
-    job: Job
-    queue: Queue
-    execution: Execution
-    size: int
-    delivery: bool = False
-    batch: bool = False
-    started: float = field(default_factory=time.monotonic)
-    results: list[str] = field(default_factory=list)
-    error: BaseException | None = None
-    exc_info: Any = None
-    return_value: Any = None
-    done: bool = False
-    abandoned: bool = False
-
 
 class _StartupLogMixin:
     """Logs the configuration (startup_summary) once the worker has started."""
@@ -134,10 +96,9 @@ class Worker(_StartupLogMixin, BaseWorker):
     def __init__(self, *args: Any, concurrency: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.concurrency = max(1, concurrency or settings.WORKER_CONCURRENCY)
-        self._completions: thread_queue.SimpleQueue[_Running] = thread_queue.SimpleQueue()
-        self._running: dict[str, _Running] = {}
+        self._completions: thread_queue.SimpleQueue[rqjobs.Running] = thread_queue.SimpleQueue()
+        self._running: dict[str, rqjobs.Running] = {}
         self._last_heartbeat = 0.0
-        self._dequeue_script = None
         self._stop_engine = threading.Event()
         self._suspended = False
 
@@ -161,7 +122,7 @@ class Worker(_StartupLogMixin, BaseWorker):
         self.bootstrap(logging_level, date_format, log_format)
         self._dequeue_strategy = dequeue_strategy
         self._install_signal_handlers()
-        self.engine = Engine(pool=delivery_pool(), capacity=self.concurrency)
+        self.engine = Engine(pool=senders.pool(), capacity=self.concurrency)
         self._job_pool = ThreadPoolExecutor(max_workers=settings.WORKER_JOB_THREADS, thread_name_prefix="job")
         engine_thread = threading.Thread(target=self._run_engine, name="delivery-engine", daemon=True)
         engine_thread.start()
@@ -249,21 +210,12 @@ class Worker(_StartupLogMixin, BaseWorker):
         """Take up to `free` deliveries' worth of jobs off the queues (a batch job counts as
         BULK_BATCH_SIZE) and start them; return how many jobs were started. With `block`, wait up to
         IDLE_BLOCK_SECONDS for the first one."""
-        keys = [q.key for q in self._ordered_queues]
-        popped: list[tuple[str, str]] = []
-        if block:
-            first = self.connection.blpop(keys, IDLE_BLOCK_SECONDS)
-            if first is None:
-                return 0
-            popped.append((first[0].decode(), first[1].decode()))
-            free -= settings.BULK_BATCH_SIZE if first[1].startswith(queues.BATCH_JOB_PREFIX.encode()) else 1
-        if free > 0:
-            if self._dequeue_script is None:
-                self._dequeue_script = self.connection.register_script(_DEQUEUE_LUA)
-            found = self._dequeue_script(
-                keys=keys, args=[free, settings.BULK_BATCH_SIZE, queues.BATCH_JOB_PREFIX]
-            )
-            popped += [(found[i].decode(), found[i + 1].decode()) for i in range(0, len(found), 2)]
+        popped = rqjobs.pop(
+            self.connection,
+            [q.key for q in self._ordered_queues],
+            free,
+            block=IDLE_BLOCK_SECONDS if block else None,
+        )
         if not popped:
             return 0
         by_key = {q.key: q for q in self.queues}
@@ -279,20 +231,7 @@ class Worker(_StartupLogMixin, BaseWorker):
         each to the delivery engine or a job thread."""
         if not jobs:
             return
-        running: list[_Running] = []
-        with self.connection.pipeline() as pipe:
-            for job, queue in jobs:
-                ttl = self.get_heartbeat_ttl(job)
-                execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
-                self.executions[execution.id] = execution
-                job.heartbeat(rq_now(), ttl, pipeline=pipe)
-                job.prepare_for_execution(self.name, pipe)
-                pipe.persist(job.key)
-                running.append(_Running(job, queue, execution, size=0))
-            self.heartbeat(pipeline=pipe)
-            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            pipe.execute()
-        for item in running:
+        for item in rqjobs.mark_started(self, jobs):
             self._running[item.job.id] = item
             try:
                 delivery_ids = self._delivery_ids(item.job)
@@ -321,7 +260,7 @@ class Worker(_StartupLogMixin, BaseWorker):
             return [str(message_id) for message_id in job.args[0]]
         return [str(job.args[0])]
 
-    def _delivered(self, item: _Running):  # noqa: ANN202 - a closure for Delivery.on_done
+    def _delivered(self, item: rqjobs.Running):  # noqa: ANN202 - a closure for Delivery.on_done
         def on_done(delivery: Delivery, result: str, error: BaseException | None) -> None:
             item.results.append(result)
             if error is not None and item.error is None:
@@ -332,7 +271,7 @@ class Worker(_StartupLogMixin, BaseWorker):
 
         return on_done
 
-    def _perform(self, item: _Running) -> None:
+    def _perform(self, item: rqjobs.Running) -> None:
         """Run a job that is not a delivery in this job thread, within its timeout."""
         close_old_connections()
         try:
@@ -348,7 +287,7 @@ class Worker(_StartupLogMixin, BaseWorker):
             close_old_connections()
             self._complete(item)
 
-    def _complete(self, item: _Running) -> None:
+    def _complete(self, item: rqjobs.Running) -> None:
         self._completions.put(item)
 
     # --- finishing jobs ---------------------------------------------------------------------------
@@ -364,7 +303,7 @@ class Worker(_StartupLogMixin, BaseWorker):
     def _finish_completed(self) -> None:
         """Record every job that completed since the last round: delivery jobs in one pipeline, other
         jobs through RQ's own success and failure handling."""
-        done: list[_Running] = []
+        done: list[rqjobs.Running] = []
         while True:
             try:
                 done.append(self._completions.get_nowait())
@@ -379,64 +318,14 @@ class Worker(_StartupLogMixin, BaseWorker):
                 fast.append(item)
             else:
                 self._finish_with_rq(item)
-        self._finish_deliveries(fast)
+        self._mark_finished(fast)
 
-    def _finish_deliveries(self, items: list[_Running]) -> None:
-        if not items:
-            return
-        ended = rq_now()
-        with self.connection.pipeline() as pipe:
-            for item in items:
-                job = item.job
-                job.ended_at = ended
-                job.heartbeat(ended, 0, pipeline=pipe)
-                working = ended - job.started_at if job.started_at else None
-                if item.error is None:
-                    job._status = JobStatus.FINISHED
-                    job._result = summary(item.results) if item.batch else (item.results or [""])[0]
-                    self.increment_successful_job_count(pipeline=pipe)
-                    result_ttl = job.get_result_ttl(self.default_result_ttl)
-                    if result_ttl != 0:
-                        job._handle_success(
-                            result_ttl,
-                            pipeline=pipe,
-                            worker_name=self.name,
-                            execution_id=item.execution.id,
-                            execution_started_at=item.execution.created_at,
-                            execution_ended_at=ended,
-                        )
-                    job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-                else:
-                    job._status = JobStatus.FAILED
-                    job.set_status(JobStatus.FAILED, pipeline=pipe)
-                    job._handle_failure(
-                        format_exc_info(item.exc_info),
-                        pipeline=pipe,
-                        worker_name=self.name,
-                        execution_id=item.execution.id,
-                        execution_started_at=item.execution.created_at,
-                        execution_ended_at=ended,
-                    )
-                    self.increment_failed_job_count(pipeline=pipe)
-                if working is not None:
-                    self.increment_total_working_time(working, pipe)
-                cleanup_execution(self, job, pipe, item.execution)
-                self._running.pop(job.id, None)
-                # One line per job, naming only ids (a batch job: how many messages).
-                call = f"deliver_batch({item.size} messages)" if item.batch else job.description
-                self.log.info(
-                    "Worker %s: %s: %s (%s): %s",
-                    self.name,
-                    job.origin,
-                    call,
-                    job.id,
-                    job._result or item.error,
-                )
-            if not self._running:
-                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
-            pipe.execute()
+    def _mark_finished(self, items: list[rqjobs.Running]) -> None:
+        for item in items:
+            self._running.pop(item.job.id, None)
+        rqjobs.mark_finished(self, items, idle=not self._running)
 
-    def _finish_with_rq(self, item: _Running) -> None:
+    def _finish_with_rq(self, item: rqjobs.Running) -> None:
         job, queue, execution = item.job, item.queue, item.execution
         self._running.pop(job.id, None)
         if item.error is None:
@@ -462,7 +351,7 @@ class Worker(_StartupLogMixin, BaseWorker):
             error.args = (f"Task exceeded maximum timeout value ({timeout} seconds)",)
             self.log.warning("Worker %s: job %s exceeded its timeout of %ss", self.name, item.job.id, timeout)
             item.error, item.exc_info, item.delivery = error, (JobTimeoutException, error, None), True
-            self._finish_deliveries([item])
+            self._mark_finished([item])
 
     # --- upkeep -----------------------------------------------------------------------------------
 
@@ -517,39 +406,5 @@ class Worker(_StartupLogMixin, BaseWorker):
             break
         else:
             return
-        self._dequeue_script = None
         self._last_heartbeat = 0.0
         self.log.info("Worker %s: Redis answers, working again", self.name)
-
-
-class ForkWorker(_StartupLogMixin, RqWorker):
-    """rq's forking Worker (a work horse per job) with the same start-up log, which outlives Redis
-    outages: RQ's loop exits on a Redis error outside its dequeue, so this one waits for Redis (every
-    REDIS_RETRY_SECONDS) and works again. A requested stop and burst mode end it as before."""
-
-    _stop_signalled = False
-
-    def request_stop(self, signum: int, frame: Any) -> None:
-        self._stop_signalled = True
-        super().request_stop(signum, frame)
-
-    def work(self, burst: bool = False, **kwargs: Any) -> bool:  # type: ignore[override]
-        worked = False
-        while True:
-            try:
-                worked = super().work(burst=burst, **kwargs) or worked
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                self.log.error("Worker %s: Redis unavailable (%s)", self.name, exc)
-            if burst or self._stop_signalled or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
-                return worked
-            while not self._stop_signalled:
-                time.sleep(REDIS_RETRY_SECONDS)
-                with contextlib.suppress(redis.exceptions.RedisError):
-                    self.connection.ping()
-                    # A registration left by the loop that failed would make register_birth refuse to
-                    # start "a second worker" with our name.
-                    if not self.connection.hexists(self.key, "death"):
-                        self.connection.delete(self.key)
-                    break
-            if self._stop_signalled:
-                return worked
