@@ -101,6 +101,7 @@ class Worker(_StartupLogMixin, BaseWorker):
         self._last_heartbeat = 0.0
         self._stop_engine = threading.Event()
         self._suspended = False
+        self._unrecorded: list[rqjobs.Running] = []
 
     # --- RQ's entry point -------------------------------------------------------------------------
 
@@ -303,35 +304,41 @@ class Worker(_StartupLogMixin, BaseWorker):
     def _finish_completed(self) -> None:
         """Record every job that completed since the last round: delivery jobs in one pipeline, other
         jobs through RQ's own success and failure handling."""
-        done: list[rqjobs.Running] = []
+        done, self._unrecorded = self._unrecorded, []
         while True:
             try:
                 done.append(self._completions.get_nowait())
             except thread_queue.Empty:
                 break
         fast = []
-        for item in done:
-            item.done = True
-            if item.abandoned or self._running.get(item.job.id) is not item:
-                continue
-            if item.delivery:
-                fast.append(item)
-            else:
-                self._finish_with_rq(item)
-        self._mark_finished(fast)
+        try:
+            while done:
+                item = done.pop()
+                item.done = True
+                if item.abandoned or self._running.get(item.job.id) is not item:
+                    continue
+                if item.delivery:
+                    fast.append(item)
+                else:
+                    self._finish_with_rq(item)
+            self._mark_finished(fast)
+        except redis.exceptions.RedisError:
+            # Recorded once Redis answers again (jobs a Redis restart forgot are recorded anew).
+            self._unrecorded = fast + done
+            raise
 
     def _mark_finished(self, items: list[rqjobs.Running]) -> None:
+        rqjobs.mark_finished(self, items, idle=len(self._running) == len(items))
         for item in items:
             self._running.pop(item.job.id, None)
-        rqjobs.mark_finished(self, items, idle=not self._running)
 
     def _finish_with_rq(self, item: rqjobs.Running) -> None:
         job, queue, execution = item.job, item.queue, item.execution
-        self._running.pop(job.id, None)
         if item.error is None:
             self._finalize_success(job, queue, execution, item.return_value)
         else:
             self._finalize_failure(job, queue, execution, item.exc_info)
+        self._running.pop(job.id, None)
         if not self._running:
             self.set_state(WorkerStatus.IDLE)
 

@@ -1,6 +1,6 @@
 """What every outbound HTTP call shares: timeouts, headers, bounded reads, error classification.
 
-Classification (DESIGN.md, "Outbound contracts"): 5xx, 429, timeouts and connection errors are
+Classification (README, "How delivery works"): 5xx, 429, timeouts and connection errors are
 transient (retried with backoff, honouring Retry-After); a redirect or any other 4xx is permanent.
 """
 

@@ -1,6 +1,6 @@
 """Client for AI-reply callbacks: POST the generated reply to the client's `callback_url`.
 
-Safety (DESIGN.md, "Outbound contracts"): the URL is checked again at send time by `netguard` and the
+Safety (README, "How delivery works"): the URL is checked again at send time by `netguard` and the
 connection is pinned to the checked address; redirects are not followed (a 3xx fails the attempt and
 records the Location); at most 64 KB of the answer is read; connect and read timeouts are
 CALLBACK_CONNECT_TIMEOUT / CALLBACK_READ_TIMEOUT seconds. With CALLBACK_SIGNING_SECRET set every call
