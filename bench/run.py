@@ -17,8 +17,11 @@ Scenarios (all traffic on loopback; a private Redis database and throw-away data
     provider taking the callbacks: 1 worker process on queue `ai` (>= 10 replies/s); SQLite.
   - batch: bulk sends (batch jobs), 4 worker processes, provider at 100 ms (no lower than 577 msg/s);
     SQLite and PostgreSQL.
-  - fork: single-message jobs through `--worker-class messaging.delivery.worker.ForkWorker` (a
+  - fork: single-message jobs through `--worker-class messaging.delivery.forkworker.ForkWorker` (a
     work horse per job), provider at once; no target; SQLite.
+- recovery: 10,000 messages accepted while Redis was down (left `accepted`); Redis returns empty and
+  2 workers and the scheduler start: seconds until the sweep has put all of them back on the queues
+  (target <= 30 s) and until all are sent (provider at 100 ms); SQLite and PostgreSQL.
 - scheduling: 1,000 messages at spread times and 5,000 due in the same second, 2 workers: lateness
   p50/p99/max, early sends (must be 0), and how long the burst takes.
 - footprint: Redis bytes per queued message, worker resident memory.
@@ -57,8 +60,19 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0
 PG_BENCH_DB = "qs_bench"
 # Concurrent clients posting bulk requests (one per core here), and as many enqueue_many processes.
 BULK_CLIENTS = 2
-FORK_WORKER = "messaging.delivery.worker.ForkWorker"
-SCENARIOS = ("ingest", "bulk", "delivery", "slow", "ai", "batch", "fork", "scheduling", "footprint")
+FORK_WORKER = "messaging.delivery.forkworker.ForkWorker"
+SCENARIOS = (
+    "ingest",
+    "bulk",
+    "delivery",
+    "slow",
+    "ai",
+    "batch",
+    "fork",
+    "recovery",
+    "scheduling",
+    "footprint",
+)
 # Worker logs of the delivery scenarios (set by main to the run's temporary directory).
 LOG_DIR = Path(tempfile.gettempdir())
 PROBLEMS: list[str] = []  # worker processes that exited non-zero or did not finish
@@ -613,6 +627,77 @@ def bench_ai(label: str, database_url: str, count: int) -> None:
     )
 
 
+def count_status(database_url: str, status: str) -> int:
+    """Messages in `status`, read straight from the database (no Django process per poll)."""
+    sql = "SELECT count(*) FROM messaging_message WHERE status = %s"
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=20) as conn:
+            return conn.execute(sql.replace("%s", "?"), (status,)).fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(database_url.replace("postgres://", "postgresql://")) as conn:
+        return conn.execute(sql, (status,)).fetchone()[0]
+
+
+def bench_recovery(label: str, database_url: str, count: int) -> None:
+    """Redis was down while `count` messages were accepted (they wait `accepted` in the database);
+    it comes back empty. With 2 workers and the scheduler started at that moment (provider at 100 ms):
+    how long until the sweep has put every one of them back on the queues (target 30 s), and until
+    all are sent."""
+    with provider(100) as url:
+        flush_redis()
+        env = Env(database_url, url, SWEEP_GRACE_SECONDS="1")
+        prepare(env)
+        down = Env(database_url, url, REDIS_URL="redis://127.0.0.1:9/0", REDIS_CONNECT_TIMEOUT="0.2")
+        create_messages(down, count, bulk=True)
+        accepted = count_status(database_url, "accepted")
+        time.sleep(1.5)  # older than SWEEP_GRACE_SECONDS, as messages accepted during an outage are
+        logs = [
+            LOG_DIR / f"recovery-{label.lower()}-{name}.log" for name in ("worker1", "worker2", "scheduler")
+        ]
+        started = time.monotonic()
+        processes = [
+            env.start([PY, "manage.py", "rqworker", "sms", "email", "ai"], str(logs[0])),
+            env.start([PY, "manage.py", "rqworker", "sms", "email", "ai"], str(logs[1])),
+            env.start([PY, "manage.py", "rqscheduler", "--interval", "1"], str(logs[2])),
+        ]
+        queued_after = sent_after = None
+        deadline = started + 60 + count / 50
+        while time.monotonic() < deadline:
+            now = time.monotonic() - started
+            if queued_after is None and count_status(database_url, "accepted") == 0:
+                queued_after = now
+            if count_status(database_url, "sent") >= count:
+                sent_after = now
+                break
+            time.sleep(0.25)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        flush_redis()
+    sent = count_status(database_url, "sent")
+    report(
+        f"recovery {label}: {accepted:,} accepted while Redis was down, back on the queues after",
+        f"{queued_after:.1f} s (2 workers and the scheduler started when Redis returned)"
+        if queued_after is not None
+        else "not within the time allowed",
+        "<= 30 s",
+        queued_after is not None and queued_after <= 30 and accepted == count,
+    )
+    report(
+        f"recovery {label}: all sent after",
+        f"{sent_after:.1f} s ({sent:,}/{count:,} sent, provider 100 ms)"
+        if sent_after
+        else f"{sent:,}/{count:,} sent",
+    )
+
+
 def lateness_stats(env: Env) -> dict:
     code = (
         "import json\n"
@@ -762,6 +847,10 @@ def run_delivery(want, tmp: Path, postgres: bool, quick: bool) -> None:  # noqa:
                 bench_slow(label, database, 2000 if quick else 6000, 4, 577, bulk=True)
     if want("fork"):
         bench_fork("SQLite", sqlite_url(tmp, "fork.sqlite3"), 60 if quick else 200)
+    if want("recovery"):
+        for label in labels:
+            if database := fresh_database(label, tmp, "recovery"):
+                bench_recovery(label, database, 2000 if quick else 10000)
 
 
 def main() -> None:
