@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install browser run test lint format bench bench-dashboard chaos clean check-deploy leak-check security fuzz
+.PHONY: install browser run test test-sqlite test-postgres lint format bench bench-dashboard chaos clean check-deploy leak-check security fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,53 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "Installing Debian's chromium for the browser tests..."; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# `make test` is what CI runs: the whole suite on SQLite, then the whole suite on PostgreSQL (the
+# production database), each on a fresh test database; both always run, and it fails if either fails.
+# `make test-sqlite` or `make test-postgres` runs one of them alone (no PostgreSQL needed for the first).
 test: install browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@failed=""; \
+	$(MAKE) --no-print-directory test-sqlite || failed="$$failed SQLite"; \
+	$(MAKE) --no-print-directory test-postgres || failed="$$failed PostgreSQL"; \
+	if [ -n "$$failed" ]; then echo "make test: the suite failed on:$$failed (see above)" >&2; exit 1; fi
+
+# SQLite: pytest-django makes a fresh test_db.sqlite3 (DATABASE_URL is set here, so an exported one
+# cannot move this run to another database).
+test-sqlite: install browser
+	@echo "== test suite on SQLite (test_db.sqlite3) =="
+	DATABASE_URL=sqlite:///$(CURDIR)/db.sqlite3 $(PY) -m pytest $(PYTEST_ARGS)
+
+# PostgreSQL: TEST_POSTGRES_URL names the server and a database name used only by this target;
+# pytest-django creates and finally drops test_<name> (here test_qs_suite), and a leftover from an
+# interrupted run is dropped first. The name `postgres` in the URL is never written to. Fails at once
+# with a clear message when the server does not answer.
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/qs_suite
+
+define PG_FRESH_TEST_DB
+import sys
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+url = sys.argv[1]
+params = conninfo_to_dict(url)
+name = "test_" + params.get("dbname", "")
+where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432} as {params.get('user') or '(default user)'}"
+try:
+    with psycopg.connect(make_conninfo(url, dbname="postgres", connect_timeout=5), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+except psycopg.Error as error:
+    sys.exit(
+        f"make test-postgres: PostgreSQL at {where} did not answer or refused: {str(error).strip()}\n"
+        "Start PostgreSQL or point TEST_POSTGRES_URL at one (postgres://user@host:port/name);\n"
+        "without PostgreSQL, run the SQLite suite alone with `make test-sqlite`."
+    )
+print(f"== test suite on PostgreSQL (database {name} on {where}, created fresh) ==")
+endef
+export PG_FRESH_TEST_DB
+
+test-postgres: install browser
+	@$(PY) -c "$$PG_FRESH_TEST_DB" "$(TEST_POSTGRES_URL)"
+	@DATABASE_URL="$(TEST_POSTGRES_URL)" $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
