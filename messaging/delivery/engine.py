@@ -66,7 +66,8 @@ class Delivery:
     on_done: Callable[[Delivery, str, BaseException | None], None]
     batch: bool = False
     message: Message | None = None
-    send_at: float = 0.0  # time.monotonic() of its delivery-rate slot
+    send_at: float = 0.0  # time.monotonic() at which its call may start (its delivery-rate slot)
+    deadline: float = 0.0  # and by which it must have started, when it holds a slot
     limited: bool = False  # holds a delivery-rate slot
     attempt: Attempt | None = None
     extra: dict = field(default_factory=dict)
@@ -97,6 +98,7 @@ class Engine:
         self._unclaim: list[Delivery] = []
         self._retry_writes_at = 0.0
         self._draining = False
+        self._unslotted_later: list[Delivery] = []
 
     # --- submitting -------------------------------------------------------------------------------
 
@@ -142,6 +144,8 @@ class Engine:
         """Move every delivery as far as it can go now (without waiting)."""
         self._load()
         self._collect_finished()
+        self._unslotted.extend(self._unslotted_later)
+        self._unslotted_later = []
         if self._draining:
             self._hand_back()
         else:
@@ -227,6 +231,7 @@ class Engine:
         # deferred to it when it is more than EARLY_WAIT_MAX_SECONDS away.
         horizon = gate.BATCH_WAIT_MAX_SECONDS if batch else gate.RESERVE_HORIZON_SECONDS
         wait_max = gate.BATCH_WAIT_MAX_SECONDS if batch else gate.EARLY_WAIT_MAX_SECONDS
+        asked = time.monotonic()
         try:
             slots = gate.reserve([d.message for d in deliveries], horizon=horizon)
         except redis.exceptions.RedisError as exc:
@@ -235,14 +240,22 @@ class Engine:
                 self._timer(delivery, time.monotonic() + 1.0, "due")
             return
         now, clock = timezone.now(), time.monotonic()
+        half_guard = settings.DELIVERY_RATE_GUARD_MS / 2000
         for delivery, slot in zip(deliveries, slots, strict=True):
             delivery.limited = slot is not None
             if slot is None:
-                delivery.send_at = clock
+                delivery.send_at = delivery.deadline = clock
                 self._ready.append(delivery)
             elif slot.reserved and slot.delay <= wait_max:
+                # Redis read its clock somewhere between asking and answering: the call goes no
+                # earlier than the latest the slot can be, and must start before half the guard has
+                # passed after the earliest (else its slot is reserved again).
                 delivery.send_at = clock + slot.delay
-                self._timer(delivery, delivery.send_at, "slot")
+                delivery.deadline = asked + slot.delay + half_guard
+                if delivery.deadline <= delivery.send_at:
+                    self._unslotted_later.append(delivery)  # Redis answered too slowly to tell
+                else:
+                    self._timer(delivery, delivery.send_at, "slot")
             else:
                 # A reserved slot is kept for the message: its job comes back a little before the
                 # slot (rq-scheduler works in whole seconds) and waits out the rest here.
@@ -273,9 +286,9 @@ class Engine:
 
     def _write(self) -> None:
         # A slot missed by more than half the guard (no delivery thread was free) is reserved again.
-        too_late = time.monotonic() - settings.DELIVERY_RATE_GUARD_MS / 2000
-        self._unslotted.extend(d for d in self._ready if d.limited and d.send_at < too_late)
-        self._ready = [d for d in self._ready if not (d.limited and d.send_at < too_late)]
+        clock = time.monotonic()
+        self._unslotted.extend(d for d in self._ready if d.limited and d.deadline <= clock)
+        self._ready = [d for d in self._ready if not (d.limited and d.deadline <= clock)]
         free = self.capacity - len(self._sending)
         to_claim, self._ready = self._ready[:free], self._ready[free:]
         finished, deferred, unclaim = self._finished, self._deferred, self._unclaim
@@ -303,13 +316,17 @@ class Engine:
     def _start(self, delivery: Delivery) -> None:
         if self.pool is None:
             try:
-                delivery.attempt = senders.send(delivery.message, delivery.send_at, limited=delivery.limited)
+                delivery.attempt = senders.send(
+                    delivery.message, delivery.send_at, delivery.deadline if delivery.limited else None
+                )
             except senders.LateForSlot:
                 self._unclaim.append(delivery)
                 return
             self._finished.append(delivery)
             return
-        future = self.pool.submit(senders.send, delivery.message, delivery.send_at, limited=delivery.limited)
+        future = self.pool.submit(
+            senders.send, delivery.message, delivery.send_at, delivery.deadline if delivery.limited else None
+        )
         self._sending[future] = delivery
         future.add_done_callback(lambda _f: self._wake.set())
 

@@ -35,18 +35,19 @@ def _no_database(execute, sql, params, many, context):  # noqa: ANN001 - Django'
     raise RuntimeError("delivery threads do not use the database; load what a sender needs beforehand")
 
 
-def send(message: Message, send_at: float, *, limited: bool) -> Attempt:
+def send(message: Message, send_at: float, deadline: float | None) -> Attempt:
     """Make the call(s) of one claimed delivery of `message` at `send_at` (time.monotonic()).
 
-    Waits until `send_at`, then runs the channel's sender with database access blocked. Raises
-    LateForSlot when a call holding a delivery-rate slot (`limited`) would start more than half of
-    DELIVERY_RATE_GUARD_MS after it. An unexpected exception becomes a transient error of kind
-    `internal_error` (logged), so the message is retried or failed like any other.
+    Waits until `send_at`, then runs the channel's sender with database access blocked. A call that
+    holds a delivery-rate slot must start by `deadline` (half of DELIVERY_RATE_GUARD_MS after its
+    slot); past it (the thread woke late on a busy machine) LateForSlot is raised and nothing is sent.
+    An unexpected exception becomes a transient error of kind `internal_error` (logged), so the
+    message is retried or failed like any other.
     """
     wait = send_at - time.monotonic()
     if wait > 0:
         time.sleep(wait)
-    elif limited and -wait > settings.DELIVERY_RATE_GUARD_MS / 2000:
+    if deadline is not None and time.monotonic() > deadline:
         raise LateForSlot
     try:
         with connection.execute_wrapper(_no_database):
