@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -175,6 +175,23 @@ def unless_recently_unreachable() -> Iterator[None]:
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         _unavailable_until = time.monotonic() + settings.REDIS_RETRY_AFTER_SECONDS
         raise
+
+
+# Seconds between checks whether Redis is back, once it is gone (workers and the scheduler).
+REDIS_RETRY_SECONDS = 0.5
+
+
+def wait_for_redis(connection: redis.Redis, *, stop: Callable[[], bool] = lambda: False) -> bool:
+    """Block until `connection` answers PING, checking every REDIS_RETRY_SECONDS; return True then,
+    or False as soon as `stop()` is true (a stop was requested meanwhile)."""
+    while not stop():
+        time.sleep(REDIS_RETRY_SECONDS)
+        try:
+            connection.ping()
+        except redis.exceptions.RedisError:
+            continue
+        return True
+    return False
 
 
 def batch_job_timeout(size: int) -> int:

@@ -6,19 +6,20 @@ pipeline as under the concurrent worker."""
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 import redis
 from rq import Worker as RqWorker
 
-from .worker import REDIS_RETRY_SECONDS, _StartupLogMixin
+from messaging import queues
+
+from .worker import _StartupLogMixin
 
 
 class ForkWorker(_StartupLogMixin, RqWorker):
     """rq's forking Worker (a work horse per job) with the same start-up log, which outlives Redis
     outages: RQ's loop exits on a Redis error outside its dequeue, so this one waits for Redis (every
-    REDIS_RETRY_SECONDS) and works again. A requested stop and burst mode end it as before."""
+    queues.REDIS_RETRY_SECONDS) and works again. A requested stop and burst mode end it as before."""
 
     _stop_signalled = False
 
@@ -35,14 +36,10 @@ class ForkWorker(_StartupLogMixin, RqWorker):
                 self.log.error("Worker %s: Redis unavailable (%s)", self.name, exc)
             if burst or self._stop_signalled or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
                 return worked
-            while not self._stop_signalled:
-                time.sleep(REDIS_RETRY_SECONDS)
-                with contextlib.suppress(redis.exceptions.RedisError):
-                    self.connection.ping()
-                    # A registration left by the loop that failed would make register_birth refuse to
-                    # start "a second worker" with our name.
-                    if not self.connection.hexists(self.key, "death"):
-                        self.connection.delete(self.key)
-                    break
-            if self._stop_signalled:
+            if not queues.wait_for_redis(self.connection, stop=lambda: self._stop_signalled):
                 return worked
+            # A registration left by the loop that failed would make register_birth refuse to
+            # start "a second worker" with our name.
+            with contextlib.suppress(redis.exceptions.RedisError):
+                if not self.connection.hexists(self.key, "death"):
+                    self.connection.delete(self.key)

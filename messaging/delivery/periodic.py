@@ -34,8 +34,6 @@ PERIODIC_QUEUE = "sms"
 ID_PREFIX = "periodic-"
 # Seconds between the scheduler's checks that every periodic job is still registered.
 ENSURE_EVERY_SECONDS = 15
-# Seconds between checks whether Redis is back, once it is gone.
-REDIS_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -130,13 +128,7 @@ class MaintainingScheduler(DjangoScheduler):
                 return super().run(burst=burst)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 self.log.error("Redis unavailable (%s); scheduler waiting for it", exc)
-            while True:
-                time.sleep(REDIS_RETRY_SECONDS)
-                try:
-                    self.connection.ping()
-                except redis.exceptions.RedisError:
-                    continue
-                break
+            queues.wait_for_redis(self.connection)
             self.log.info("Redis answers; scheduler running again")
             self._lock_acquired = False
             self._last_ensure = 0.0  # re-register the periodic jobs at once (Redis may be empty)

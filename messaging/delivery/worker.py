@@ -76,8 +76,6 @@ HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.05
 # Seconds an idle worker blocks on the queues before its next round of upkeep.
 IDLE_BLOCK_SECONDS = 5
-# Seconds between checks whether Redis is back, once it is gone.
-REDIS_RETRY_SECONDS = 0.5
 # Seconds past its timeout before the watchdog fails a job whose thread has not stopped.
 TIMEOUT_GRACE_SECONDS = 5.0
 
@@ -410,14 +408,7 @@ class Worker(_StartupLogMixin, BaseWorker):
         if needed and carry on. Deliveries in flight keep going meanwhile; jobs that finished are
         recorded once Redis is back."""
         self.log.error("Worker %s: Redis unavailable (%s); waiting for it", self.name, exc)
-        while not self._stop_requested:
-            time.sleep(REDIS_RETRY_SECONDS)
-            try:
-                self.connection.ping()
-            except redis.exceptions.RedisError:
-                continue
-            break
-        else:
+        if not queues.wait_for_redis(self.connection, stop=lambda: self._stop_requested):
             return
         self._last_heartbeat = 0.0
         self.log.info("Worker %s: Redis answers, working again", self.name)
