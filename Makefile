@@ -45,18 +45,19 @@ test-sqlite: install browser
 	DATABASE_URL=sqlite:///$(CURDIR)/db.sqlite3 $(PY) -m pytest $(PYTEST_ARGS)
 
 # PostgreSQL: TEST_POSTGRES_URL names the server and a database name used only by this target;
-# pytest-django creates and finally drops test_<name> (here test_qs_suite), and a leftover from an
-# interrupted run is dropped first. The name `postgres` in the URL is never written to. Fails at once
-# with a clear message when the server does not answer.
+# pytest-django creates test_<name> (here test_qs_suite). It is dropped before the run (a leftover of an
+# interrupted run) and again after it (pytest-django's own drop fails while a test thread still holds a
+# connection); the database <name> itself is never created or written to. Fails at once with a clear
+# message when the server does not answer.
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/qs_suite
 
-define PG_FRESH_TEST_DB
+define PG_DROP_TEST_DB
 import sys
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-url = sys.argv[1]
+url, after = sys.argv[1], sys.argv[2:] == ["after"]
 params = conninfo_to_dict(url)
 name = "test_" + params.get("dbname", "")
 where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432} as {params.get('user') or '(default user)'}"
@@ -64,18 +65,22 @@ try:
     with psycopg.connect(make_conninfo(url, dbname="postgres", connect_timeout=5), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 except psycopg.Error as error:
+    if after:
+        sys.exit(f"make test-postgres: could not drop {name} after the run: {str(error).strip()}")
     sys.exit(
         f"make test-postgres: PostgreSQL at {where} did not answer or refused: {str(error).strip()}\n"
         "Start PostgreSQL or point TEST_POSTGRES_URL at one (postgres://user@host:port/name);\n"
         "without PostgreSQL, run the SQLite suite alone with `make test-sqlite`."
     )
-print(f"== test suite on PostgreSQL (database {name} on {where}, created fresh) ==")
+if not after:
+    print(f"== test suite on PostgreSQL (database {name} on {where}, created fresh) ==")
 endef
-export PG_FRESH_TEST_DB
+export PG_DROP_TEST_DB
 
 test-postgres: install browser
-	@$(PY) -c "$$PG_FRESH_TEST_DB" "$(TEST_POSTGRES_URL)"
-	@DATABASE_URL="$(TEST_POSTGRES_URL)" $(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -c "$$PG_DROP_TEST_DB" "$(TEST_POSTGRES_URL)"
+	@DATABASE_URL="$(TEST_POSTGRES_URL)" $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(PY) -c "$$PG_DROP_TEST_DB" "$(TEST_POSTGRES_URL)" after; exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check .
