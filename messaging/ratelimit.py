@@ -150,7 +150,8 @@ def ai_request(workspace: Workspace | None, external_id: str, rate_limit_key: st
 # one more call keeps every window of (window + DELIVERY_RATE_GUARD_MS) at or under the limit. The
 # worker waits until that instant and calls at once; a call that would start later than half the
 # guard past its slot reserves again. So calls reach the provider at most a guard's fraction after
-# their slot, and the guard absorbs it. Each limit is a sorted set of reserved times (Redis server
+# their slot, and the guard absorbs it. Slots are also spaced evenly (at 20/second, one every 55 ms),
+# so a burst goes out at the rate rather than a window's worth at one instant. Each limit is a sorted set of reserved times (Redis server
 # clock, milliseconds) keyed by "<message id>:<attempt>": a message deferred to its slot finds its
 # reservation when it comes back and keeps it; one that missed its slot replaces it with a new one
 # instead of holding two.
@@ -183,6 +184,23 @@ end
 -- Earliest time after t that a call could take without making limit + 1 calls fall within one span
 -- of each other; nil when a call at t is fine.
 local function blocked_until(key, limit, span, t)
+  -- Calls are also spread out: none closer than span / limit to another, so a burst goes out at an
+  -- even pace instead of a window's worth at once (which no pool of threads could start on time).
+  local gap = math.floor(span / limit)
+  if gap > 0 then
+    -- Walk the reserved times from t on to the first hole at least `gap` wide on both sides.
+    local cand, full = t, true
+    while full do
+      local rows = redis.call('ZRANGEBYSCORE', key, '(' .. (cand - gap), '+inf', 'WITHSCORES', 'LIMIT', 0, 256)
+      full = #rows == 512
+      for k = 2, #rows, 2 do
+        local e = tonumber(rows[k])
+        if e - cand >= gap then full = false; break end
+        cand = e + gap
+      end
+    end
+    if cand > t then return cand end
+  end
   if redis.call('ZCOUNT', key, t - span, t + span) < limit then return nil end
   local before = redis.call('ZREVRANGEBYSCORE', key, t, t - span, 'WITHSCORES', 'LIMIT', 0, limit)
   local after = redis.call('ZRANGEBYSCORE', key, '(' .. t, t + span, 'WITHSCORES', 'LIMIT', 0, limit)

@@ -17,6 +17,7 @@ from rq import SimpleWorker
 from messaging import queues
 from messaging.delivery import senders
 from messaging.models import Message
+from messaging.providers.base import http_session_close
 from messaging.workspaces import api_key_create
 
 # Fixtures for tests that run real worker and scheduler processes (redis_server, provider, timing,
@@ -34,6 +35,9 @@ def caches_clean():
     ttlcache.clear_all()
     # Batch jobs run in the process's delivery threads; they must not keep test-database connections.
     senders.pool_shutdown()
+    # A keep-alive connection to a live-server provider would keep its request thread, and that
+    # thread's database connection, open after the test.
+    http_session_close()
 
 
 @pytest.fixture(autouse=True)

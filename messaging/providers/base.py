@@ -52,6 +52,15 @@ def http_session() -> requests.Session:
     return session
 
 
+def http_session_close() -> None:
+    """Close this thread's session and its keep-alive connections (tests whose provider is a live
+    server call this, so the server's request threads end with the test)."""
+    session = getattr(_local, "session", None)
+    if session is not None:
+        session.close()
+        _local.session = None
+
+
 def _post(
     session: requests.Session, url: str, body: bytes, headers: dict[str, str], timeout: tuple[float, float]
 ) -> requests.Response:
