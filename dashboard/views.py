@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_rq.settings import get_queues_map
 
 from messaging import services, validation
+from messaging.delivery import channels as channel_registry
 from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
 from messaging.reporting import numbers, queue_stats, selectors
 from messaging.workspaces import workspace_lookup
@@ -23,13 +24,9 @@ from messaging.workspaces import workspace_lookup
 from .access import staff_required
 from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
 
-# channel -> (form class, the body's workspace field, validation function in messaging.validation,
-# service in messaging.services): the same functions the API view of that channel calls.
-TEST_SEND = {
-    "sms": (SmsTestForm, "workspaceId", "clean_sms_request", "message_create"),
-    "email": (EmailTestForm, "workspaceId", "clean_email_request", "message_create"),
-    "ai": (AiTestForm, "workspace_id", "clean_ai_request", "ai_request_create"),
-}
+# channel -> its form; the validator and the intake service come from the channel registry
+# (messaging.delivery.channels), the same ones the API view of that channel calls.
+TEST_SEND_FORMS = {"sms": SmsTestForm, "email": EmailTestForm, "ai": AiTestForm}
 
 
 def _window(request: HttpRequest) -> str:
@@ -301,13 +298,11 @@ def scheduled(request: HttpRequest) -> HttpResponse:
 
 
 def available_test_channels() -> list[tuple[str, str]]:
-    """(channel, label) of the test-send forms whose validation function exists in messaging.validation."""
+    """(channel, label) of the channels that have a test-send form and a registered channel."""
     return [
         (value, label)
         for value, label in Channel.choices
-        if value in TEST_SEND
-        and hasattr(validation, TEST_SEND[value][2])
-        and hasattr(services, TEST_SEND[value][3])
+        if value in TEST_SEND_FORMS and value in channel_registry.CHANNELS
     ]
 
 
@@ -320,15 +315,15 @@ def test_send(request: HttpRequest) -> HttpResponse:
     channel = request.POST.get("channel") or request.GET.get("channel") or "sms"
     if channel not in available:
         channel = "sms"
-    form_class, workspace_field, validator_name, service_name = TEST_SEND[channel]
+    form_class, spec = TEST_SEND_FORMS[channel], channel_registry.get(channel)
     if request.method == "POST":
         form = form_class(request.POST)
         form.is_valid()
         try:
             body = form.api_body()
             # Staff may send for any workspace: no scope check, just the one lookup the API does.
-            workspace = workspace_lookup(validation.workspace_id_of(body, workspace_field))
-            cleaned = getattr(validation, validator_name)(body, workspace=workspace)
+            workspace = workspace_lookup(validation.workspace_id_of(body, spec.workspace_field))
+            cleaned = spec.clean_request(body, workspace=workspace)
         except ValueError as exc:
             form.add_error(str(exc), "Is not valid JSON.")
         except validation.RequestInvalid as exc:
@@ -336,7 +331,7 @@ def test_send(request: HttpRequest) -> HttpResponse:
                 for reason in reasons:
                     form.add_error(name if name in form.fields else None, reason)
         else:
-            message = getattr(services, service_name)(**cleaned)
+            message = spec.create(**cleaned)
             return redirect(f"{reverse('dashboard:test-send')}?channel={channel}&sent={message.pk}")
     elif request.method == "GET":
         form = form_class()

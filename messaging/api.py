@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from . import openapi, queues, ratelimit, services
+from .delivery import channels
 from .http import (
     QUEUE_BACKEND_UNAVAILABLE,
     ApiError,
@@ -37,9 +38,6 @@ from .models import Message, Status, Workspace
 from .reporting import queue_stats, selectors
 from .validation import (
     RequestInvalid,
-    clean_ai_request,
-    clean_email_request,
-    clean_sms_request,
     workspace_id_of,
 )
 
@@ -64,15 +62,14 @@ def _accepted(message: Message, noun: str) -> JsonResponse:
     )
 
 
-def _accept_one(request: ApiRequest, cleaner: Callable[..., dict[str, Any]], noun: str) -> JsonResponse:
-    """Check the key's workspace scope, validate one request body with `cleaner`, store and enqueue it.
-
-    The body names its workspace in `workspaceId` (the SMS and email shapes).
-    """
+def _accept_one(request: ApiRequest, channel: str, noun: str) -> JsonResponse:
+    """Check the key's workspace scope, validate one request body with the channel's validator, store
+    and enqueue it with its intake service (messaging.delivery.channels)."""
+    spec = channels.get(channel)
     data = parse_json_body(request)
-    workspace = workspace_for_key(request.api_key, workspace_id_of(data, "workspaceId"))
-    cleaned = cleaner(data, workspace=workspace)
-    message = services.message_create(api_key=request.api_key, **cleaned)
+    workspace = workspace_for_key(request.api_key, workspace_id_of(data, spec.workspace_field))
+    cleaned = spec.clean_request(data, workspace=workspace)
+    message = spec.create(api_key=request.api_key, **cleaned)
     return _accepted(message, noun)
 
 
@@ -80,7 +77,7 @@ def _accept_one(request: ApiRequest, cleaner: Callable[..., dict[str, Any]], nou
 @idempotent
 def schedule_sms(request: ApiRequest) -> JsonResponse:
     """POST /api/schedule-sms: accept one SMS (earlier service's body), answer 202 with its id."""
-    return _accept_one(request, clean_sms_request, "SMS")
+    return _accept_one(request, "sms", "SMS")
 
 
 def _item_result(message: Message) -> dict[str, Any]:
@@ -169,14 +166,14 @@ def bulk_accept(request: ApiRequest, cleaner: Callable[..., dict[str, Any]]) -> 
 @idempotent
 def schedule_sms_bulk(request: ApiRequest) -> JsonResponse:
     """POST /api/schedule-sms/bulk: up to BULK_MAX_ITEMS SMS bodies in `{messages: [...]}`."""
-    return bulk_accept(request, clean_sms_request)
+    return bulk_accept(request, channels.get("sms").clean_request)
 
 
 @api_view(("POST",))
 @idempotent
 def schedule_email(request: ApiRequest) -> JsonResponse:
     """POST /api/schedule-email: accept one email (earlier service's body), answer 202 with its id."""
-    return _accept_one(request, clean_email_request, "Email")
+    return _accept_one(request, "email", "Email")
 
 
 @api_view(("POST",))
@@ -187,11 +184,12 @@ def ai_response(request: ApiRequest) -> JsonResponse:
     The reply is generated on queue `ai` and POSTed to `callback_url`. 429 with Retry-After when the
     request's rate_limit_key or workspace is over its limit.
     """
+    spec = channels.get("ai")
     data = parse_json_body(request)
-    workspace = workspace_for_key(request.api_key, workspace_id_of(data, "workspace_id"))
-    cleaned = clean_ai_request(data, workspace=workspace)
+    workspace = workspace_for_key(request.api_key, workspace_id_of(data, spec.workspace_field))
+    cleaned = spec.clean_request(data, workspace=workspace)
     ratelimit.ai_request(workspace, cleaned["workspace_external_id"], cleaned["rate_limit_key"])
-    message = services.ai_request_create(api_key=request.api_key, **cleaned)
+    message = spec.create(api_key=request.api_key, **cleaned)
     return _accepted(message, "AI response")
 
 

@@ -1,10 +1,12 @@
-"""The channel registry: for each channel, its queue, what makes one delivery attempt, and the
-workspace field holding its own delivery rate.
+"""The channel registry: for each channel, what validates a request (and where its body names the
+workspace), what stores it, its queue, what makes one delivery attempt, and the workspace field
+holding its own delivery rate.
 
-A new channel is one entry in CHANNELS plus one provider client under `messaging/providers/` (as
-healthchecks maps each channel kind to its transport). Senders run in the worker's delivery threads
-and never touch the database: they take a Message already read (with its workspace) and return an
-Attempt; the engine records it.
+A new channel is one entry in CHANNELS plus one provider client under `messaging/providers/` (which
+defines the shape of what is sent, as healthchecks maps each channel kind to its transport). The API
+and the dashboard's test-send forms read the validator and the intake service from here. Senders run
+in the worker's delivery threads and never touch the database: they take a Message already read
+(with its workspace) and return an Attempt; the engine records it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from messaging import services, validation
 from messaging.models import DeliveryAttempt, Message
 from messaging.providers.ai import ChatClient, simulated_reply
 from messaging.providers.base import CallResult, ProviderError
@@ -99,11 +102,20 @@ def _send_ai(message: Message) -> Attempt:
 
 @dataclass(frozen=True)
 class Channel:
-    """One channel: `name` (Message.channel), the RQ `queue` its jobs go to, `send` (one attempt,
-    never raises for provider outcomes) and `workspace_rate_field` (the Workspace field with the
-    workspace's own calls per second, or "")."""
+    """One channel.
+
+    `name`: Message.channel. `workspace_field`: the request body's field naming the workspace.
+    `clean_request(body, workspace=...)`: the validator (RequestInvalid with per-field reasons, else
+    the keyword arguments of `create`). `create(**cleaned, api_key=...)`: the intake service that
+    stores it. `queue`: the RQ queue its jobs go to. `send(message)`: one attempt (never raises for
+    provider outcomes). `workspace_rate_field`: the Workspace field with the workspace's own calls per
+    second, or "".
+    """
 
     name: str
+    workspace_field: str
+    clean_request: Callable[..., dict[str, Any]]
+    create: Callable[..., Message]
     queue: str
     send: Callable[[Message], Attempt]
     workspace_rate_field: str = ""
@@ -112,9 +124,27 @@ class Channel:
 CHANNELS: dict[str, Channel] = {
     channel.name: channel
     for channel in (
-        Channel("sms", "sms", _one_call(lambda message: SmsClient().send(message)), "sms_per_second"),
-        Channel("email", "email", _one_call(lambda message: EmailClient().send(message)), "email_per_second"),
-        Channel("ai", "ai", _send_ai),
+        Channel(
+            "sms",
+            "workspaceId",
+            validation.clean_sms_request,
+            services.message_create,
+            "sms",
+            _one_call(lambda message: SmsClient().send(message)),
+            "sms_per_second",
+        ),
+        Channel(
+            "email",
+            "workspaceId",
+            validation.clean_email_request,
+            services.message_create,
+            "email",
+            _one_call(lambda message: EmailClient().send(message)),
+            "email_per_second",
+        ),
+        Channel(
+            "ai", "workspace_id", validation.clean_ai_request, services.ai_request_create, "ai", _send_ai
+        ),
     )
 }
 
