@@ -9,6 +9,7 @@ import signal
 import time
 
 import pytest
+from django.db import connection
 from rq import Worker as RqWorker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -133,3 +134,21 @@ def test_kill_9_with_25_calls_in_flight_leaves_nothing_the_sweep_does_not_settle
         )
         assert attempts == [(1, "interrupted"), (2, "")], (pk, attempts)
     assert_invariant(ids, provider)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="counts sessions in pg_stat_activity")
+def test_a_worker_process_opens_few_database_connections_however_many_calls_are_in_flight(
+    api, processes, provider, settings
+):
+    provider.delay_seconds = 1
+    processes.worker(WORKER_CONCURRENCY="32")
+    ids = post(api, 64)
+    wait_for(lambda: provider.in_flight >= 30, 20, what="30 calls in flight")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (sessions,) = cursor.fetchone()
+    # The engine thread's one, at most one per job thread: never one per call in flight.
+    assert 1 <= sessions <= 1 + settings.WORKER_JOB_THREADS
+    wait_for(lambda: all_final(ids), 30, what="the 64 messages")
