@@ -134,6 +134,8 @@ class Env:
             # Benchmarks measure the machinery, not the configured rate limits: the API's is lifted,
             # the delivery rate limits are off (empty).
             "API_RATE_LIMIT_PER_KEY": "1000000/second",
+            # Production's default (development's is 0, for runserver).
+            "DATABASE_CONN_MAX_AGE": "60",
             "DELIVERY_RATE_SMS": "",
             "DELIVERY_RATE_EMAIL": "",
             "DELIVERY_RATE_AI": "",

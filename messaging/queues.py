@@ -160,6 +160,11 @@ def scheduler_time(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(microsecond=0)
 
 
+def recently_unreachable() -> bool:
+    """True while Redis failed within the last REDIS_RETRY_AFTER_SECONDS (calls fail at once then)."""
+    return time.monotonic() < _unavailable_until
+
+
 @contextlib.contextmanager
 def unless_recently_unreachable() -> Iterator[None]:
     """Wrap a Redis call on a request's path: fail at once (redis ConnectionError) while Redis failed

@@ -93,3 +93,14 @@ def test_redis_errors_from_the_pipeline_are_not_raised_to_the_caller(api, held_b
     monkeypatch.setattr(queues, "get_connection", broken)
     assert held_buffer.flush() == 0
     assert Message.objects.get().status == "accepted"
+
+
+def test_once_redis_is_known_to_be_down_answers_say_accepted(api, settings):
+    settings.ENQUEUE_BATCH_MS = 20
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    queues.reset_connection()
+    first = api.post("/api/schedule-sms", GOOD).json()
+    assert wait_until(lambda: Message.objects.get(pk=first["id"]).status == "accepted")  # its flush failed
+    second = api.post("/api/schedule-sms", GOOD).json()
+    assert second["status"] == "accepted"
+    assert Message.objects.get(pk=second["id"]).status == "accepted"

@@ -26,7 +26,7 @@ def database_url() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def run_worker(env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+def run_worker(env_extra: dict[str, str], *options: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "DJANGO_ENV": "test",
@@ -35,7 +35,7 @@ def run_worker(env_extra: dict[str, str]) -> subprocess.CompletedProcess:
         **env_extra,
     }
     return subprocess.run(
-        [sys.executable, "manage.py", "rqworker", "--burst", "sms", "email", "ai"],
+        [sys.executable, "manage.py", "rqworker", "--burst", *options, "sms", "email", "ai"],
         cwd=django_settings.BASE_DIR,
         env=env,
         capture_output=True,
@@ -122,3 +122,13 @@ def test_a_malformed_signing_secret_or_rate_stops_the_process_at_start():
         )
         assert process.returncode != 0
         assert "ImproperlyConfigured" in process.stderr and expected in process.stderr, process.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_concurrency_option_sets_how_many_deliveries_a_worker_keeps_in_flight():
+    process = run_worker({}, "--concurrency", "5")
+    assert process.returncode == 0, process.stderr
+    assert "up to 5 deliveries in flight" in process.stdout + process.stderr
+    forking = run_worker({}, "--worker-class", "messaging.worker.ForkWorker", "--concurrency", "5")
+    assert "runs one job at a time; --concurrency is ignored" in forking.stdout + forking.stderr
+    assert "one job at a time" in forking.stdout + forking.stderr

@@ -114,6 +114,11 @@ class Engine:
         """Deliveries submitted and not yet done."""
         return self._open
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries waiting only for their due time or delivery-rate slot (read from any thread)."""
+        return len(self._timers)
+
     def release_waiting(self) -> None:
         """From now on, hand deliveries that wait for their time or rate slot back to the scheduler
         (due at that time) instead of waiting; calls in flight still finish. Thread-safe (a worker's

@@ -92,7 +92,9 @@ def enqueue_after_commit(messages: Iterable[Message], *, buffered: bool = False)
         return
 
     def on_commit() -> None:
-        if buffered and settings.ENQUEUE_BATCH_MS > 0:
+        # While Redis is known to be down, enqueueing fails at once: do it now, so the answer says
+        # `accepted` (left for the sweep) rather than `queued`.
+        if buffered and settings.ENQUEUE_BATCH_MS > 0 and not queues.recently_unreachable():
             later = [m for m in messages if m.next_attempt_at is not None]
             buffer.add([m for m in messages if m.next_attempt_at is None])
             enqueue(later)

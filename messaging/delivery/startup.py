@@ -31,7 +31,8 @@ def startup_summary(queue_names: list[str], concurrency: int = 1) -> list[str]:
     limits = settings.DELIVERY_RATE_LIMITS
     ai_url = public_url(settings.AI_API_URL)
     return [
-        f"Queues: {', '.join(queue_names)}; up to {concurrency} deliveries in flight",
+        f"Queues: {', '.join(queue_names)}; "
+        + (f"up to {concurrency} deliveries in flight" if concurrency > 1 else "one job at a time"),
         (
             f"Retry policy: {settings.DELIVERY_MAX_ATTEMPTS} attempts per message; backoff "
             f"{settings.RETRY_BACKOFF_BASE:g}s x {settings.RETRY_BACKOFF_FACTOR:g}^(n-1), at most "

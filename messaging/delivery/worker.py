@@ -28,11 +28,12 @@ its thread left to finish. A delivery that outlives its job is still recorded wh
 
 Stopping: SIGTERM (or SIGINT) is a warm shutdown: nothing more is dequeued, deliveries still waiting
 for their time or rate slot go back on the scheduler at once, calls in flight finish (each bounded by
-its timeouts) and are recorded, then the worker exits 0. A second signal stops at once (cold); like
+its timeouts) and are recorded, then the worker exits 0. A second signal, a second or more after the
+first (RQ ignores one sooner), stops at once (cold); like
 `kill -9`, that leaves claimed messages `sending` and started jobs behind, and the sweep settles them.
 
 `ForkWorker` is rq's forking Worker (a work horse per job) for those who want each job isolated from
-the next (`rqworker --worker-class messaging.delivery.worker.ForkWorker`).
+the next (`rqworker --worker-class messaging.delivery.forkworker.ForkWorker`).
 """
 
 from __future__ import annotations
@@ -208,8 +209,15 @@ class Worker(_StartupLogMixin, BaseWorker):
     # --- dequeueing and starting jobs -------------------------------------------------------------
 
     def _held(self) -> int:
-        """Deliveries (and other jobs) this worker holds: submitted and not yet done."""
-        return self.engine.open + sum(1 for r in self._running.values() if r.size == 0 and not r.done)
+        """Deliveries (and other jobs) this worker is working on: submitted and not yet done, except
+        those only waiting for their time or delivery-rate slot (at most a few seconds' worth at the
+        rate), so a batch waiting for slots does not keep single messages whose slots come first on
+        the queue."""
+        return (
+            self.engine.open
+            - self.engine.waiting
+            + sum(1 for r in self._running.values() if not r.delivery and not r.done)
+        )
 
     def _dequeue(self, free: int, *, block: bool) -> int:
         """Take up to `free` deliveries' worth of jobs off the queues (a batch job counts as

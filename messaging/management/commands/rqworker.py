@@ -6,6 +6,8 @@ from django.conf import settings
 from django_rq.management.commands import rqworker
 from django_rq.workers import get_worker_class
 
+from messaging.delivery.worker import Worker
+
 
 class Command(rqworker.Command):
     help = (
@@ -28,7 +30,7 @@ class Command(rqworker.Command):
             self.stderr.write("--concurrency must be at least 1")
             raise SystemExit(2)
         worker_class = get_worker_class(options.get("worker_class"))
-        if concurrency is not None and hasattr(worker_class, "concurrency") is False:
+        if concurrency is not None and not issubclass(worker_class, Worker):
             # Only the concurrent worker takes it; others run one job at a time.
             self.stderr.write(f"{worker_class.__name__} runs one job at a time; --concurrency is ignored")
         elif concurrency is not None:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import json
 
+import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from messaging import queues
 from messaging.delivery.sweep import messages_sweep
 
 
@@ -15,6 +17,10 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
+        try:
+            queues.get_connection().ping()
+        except redis.exceptions.RedisError as exc:
+            raise CommandError(f"Redis is unavailable ({exc}); nothing was swept.") from exc
         counts = messages_sweep()
         self.stdout.write(json.dumps(counts or {"nothing_to_do": 1}, sort_keys=True))
         if counts.get("redis_unavailable"):
