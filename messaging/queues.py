@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import django_rq
 import redis
@@ -150,14 +150,17 @@ def new_batch_job_id() -> str:
 
 
 def scheduler_time(when: datetime) -> datetime:
-    """Return the whole UTC second at which rq-scheduler should release a job due at `when`.
+    """Return the whole UTC second at which rq-scheduler should release a job due at `when`: the
+    second before the one it is due in.
 
-    rq-scheduler stores scores as whole Unix seconds and releases a job on the first poll (once a
-    second) at or after its score. Flooring releases the job in the second it is due, so it reaches a
-    worker at most about a second late; the fraction it may arrive early is waited out by the delivery
-    gate, so nothing is sent early.
+    rq-scheduler stores scores as whole Unix seconds and releases a job on its first poll (once a
+    second, at whatever phase it started) at or after the score. Released in the second it is due, a
+    job reached a worker up to a second late, depending on that phase (messages were sent 0.5 s late
+    on average in bench/run.py). Released a second earlier, it reaches a worker 1 to 2 s before it is
+    due, and the delivery gate waits out the rest in the worker (it waits up to
+    EARLY_WAIT_MAX_SECONDS, 2 s), so it goes out on time and never early.
     """
-    return when.astimezone(UTC).replace(microsecond=0)
+    return when.astimezone(UTC).replace(microsecond=0) - timedelta(seconds=1)
 
 
 def recently_unreachable() -> bool:

@@ -29,8 +29,9 @@ from .channels import get as get_channel
 from .outbox import CLAIMABLE
 
 # A delivery due (or given a rate slot) this many seconds ahead or less waits in the worker; one
-# later is put back on the scheduler.
-EARLY_WAIT_MAX_SECONDS = 2.0
+# later is put back on the scheduler. rq-scheduler releases a job 1 to 2 s before it is due
+# (queues.scheduler_time), so every job it releases waits here.
+EARLY_WAIT_MAX_SECONDS = 2.5
 # Batch jobs (bulk sends) wait for delivery-rate slots in the worker up to this many seconds, so a
 # burst goes out at the rate, in order, without a job per message; the rest moves to one later batch
 # job.
