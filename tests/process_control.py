@@ -166,7 +166,8 @@ class Managed:
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
-        self.log.unlink(missing_ok=True)
+        if not os.environ.get("QS_KEEP_PROCESS_LOGS"):
+            self.log.unlink(missing_ok=True)
 
 
 def rqworker(env: dict[str, str], *queues: str, worker_class: str = "") -> Managed:

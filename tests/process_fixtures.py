@@ -122,6 +122,26 @@ def assert_invariant(ids: list[str], provider: ProviderLog) -> None:
     assert Message.objects.filter(pk__in=ids).count() == len(ids)
 
 
+def called_more_than_once(provider: ProviderLog) -> dict[str, list[tuple]]:
+    """Messages the provider received more than once, with their attempts (number, outcome, error):
+    the explanation a failing "each once" assertion prints."""
+    from messaging.models import DeliveryAttempt
+
+    again = [key for key, count in provider.by_key().items() if count > 1]
+    found: dict[str, list[tuple]] = {key: [] for key in again}
+    attempts = DeliveryAttempt.objects.filter(message_id__in=again).order_by("message_id", "number")
+    for attempt in attempts.values_list(
+        "message_id", "number", "outcome", "error_kind", "error", "started_at"
+    ):
+        found[str(attempt[0])].append(attempt[1:])
+    for pk, count in Message.objects.filter(pk__in=again).values_list("pk", "attempts"):
+        found[str(pk)].append(("attempts", count))
+    for _, epoch, key in provider.arrivals:
+        if key in found:
+            found[key].append(("arrived", epoch))
+    return found
+
+
 def post(api, n: int = 1, **fields) -> list[str]:
     ids = []
     for i in range(n):

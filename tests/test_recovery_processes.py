@@ -19,7 +19,14 @@ import pytest
 from messaging import queues
 from messaging.models import DeliveryAttempt, Message
 from tests.process_control import wait_for
-from tests.process_fixtures import all_final, assert_invariant, in_flight, post, statuses
+from tests.process_fixtures import (
+    all_final,
+    assert_invariant,
+    called_more_than_once,
+    in_flight,
+    post,
+    statuses,
+)
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -209,5 +216,6 @@ def test_2000_messages_accepted_while_redis_is_down_reach_the_provider_once_afte
     assert listed_after < 3, f"workers were listed again {listed_after:.1f}s after Redis returned"
     assert last_call < 60, f"the last message reached the provider {last_call:.1f}s after Redis returned"
     assert set(statuses(ids).values()) == {"sent"}
+    assert not called_more_than_once(provider)
     assert provider.by_key() == {pk: 1 for pk in ids}
     assert_invariant(ids, provider)

@@ -69,6 +69,9 @@ class Delivery:
     send_at: float = 0.0  # time.monotonic() at which its call may start (its delivery-rate slot)
     deadline: float = 0.0  # and by which it must have started, when it holds a slot
     limited: bool = False  # holds a delivery-rate slot
+    # time.monotonic() at which its claim was written (its call is then made or about to be); 0 while
+    # it is not claimed or once it is done. The worker's watchdog times a delivery job by this.
+    call_started: float = 0.0
     attempt: Attempt | None = None
     extra: dict = field(default_factory=dict)
 
@@ -136,6 +139,7 @@ class Engine:
             self.wait(1.0)
 
     def _done(self, delivery: Delivery, result: str, error: BaseException | None = None) -> None:
+        delivery.call_started = 0.0
         with self._lock:
             self._open -= 1
         try:
@@ -295,17 +299,37 @@ class Engine:
         self._unslotted.extend(d for d in self._ready if d.limited and d.deadline <= clock)
         self._ready = [d for d in self._ready if not (d.limited and d.deadline <= clock)]
         free = self.capacity - len(self._sending)
-        to_claim, self._ready = self._ready[:free], self._ready[free:]
-        finished, deferred, unclaim = self._finished, self._deferred, self._unclaim
+        # One claim and one move per message in a write: two deliveries of one message (a job and
+        # the job a sweep gave it meanwhile) are told apart by the next write, where the stale one
+        # fails its conditions.
+        to_claim, later = _first_per_message(self._ready, free)
+        self._ready = later + self._ready[len(to_claim) + len(later) :]
+        deferred, self._deferred = _first_per_message(self._deferred, len(self._deferred), key=lambda d: d[0])
+        finished, unclaim = self._finished, self._unclaim
         if not (to_claim or finished or deferred or unclaim):
+            self._deferred = deferred + self._deferred
             return
-        with transaction.atomic():
-            results = outcomes.record([(d.message, d.attempt) for d in finished])
-            self._defer(deferred)
-            rows.release([d.message for d in unclaim])
-            claimed_ids = rows.claim([d.message for d in to_claim], timezone.now())
+        # Marked before the claim is written, so the watchdog never sees a claimed message's job
+        # as not yet calling.
+        for delivery in to_claim:
+            delivery.call_started = clock
+        try:
+            with transaction.atomic():
+                results = outcomes.record([(d.message, d.attempt) for d in finished])
+                self._defer(deferred)
+                rows.release([d.message for d in unclaim])
+                claimed_ids = rows.claim([d.message for d in to_claim], timezone.now())
+        except BaseException:
+            # Nothing was written: the same work is tried again at the next write.
+            for delivery in to_claim:
+                delivery.call_started = 0.0
+            self._ready = to_claim + self._ready
+            self._deferred = deferred + self._deferred
+            raise
         claimed = {d for d in to_claim if str(d.message.pk) in claimed_ids}
-        self._finished, self._deferred, self._unclaim = [], [], []
+        self._finished, self._unclaim = [], []
+        for delivery in unclaim:
+            delivery.call_started = 0.0
         self._unslotted.extend(unclaim)
         for delivery, result in zip(finished, results, strict=True):
             self._done(delivery, result or "skipped: settled elsewhere meanwhile")
@@ -373,3 +397,20 @@ class Engine:
             wait = min(wait, when - (CLAIM_AHEAD_SECONDS if phase == "slot" else 0) - now)
         if wait > 0:
             self._wake.wait(wait)
+
+
+def _first_per_message(items: list, limit: int, key: Callable = lambda d: d) -> tuple[list, list]:
+    """Split off up to `limit` items of `items`, at most one per message, in order; return (taken,
+    passed over): the passed-over items are the later deliveries of a message already taken, up to
+    the last item looked at."""
+    taken, passed, seen = [], [], set()
+    for item in items:
+        if len(taken) >= limit:
+            break
+        pk = str(key(item).message.pk)
+        if pk in seen:
+            passed.append(item)
+        else:
+            seen.add(pk)
+            taken.append(item)
+    return taken, passed

@@ -51,6 +51,12 @@ def _ids(condition: str, params: list[Any]) -> set[str]:
         return {str(Message._meta.pk.to_python(row[0])) for row in cursor.fetchall()}
 
 
+def _distinct(pks) -> None:
+    pks = [str(pk) for pk in pks]
+    if len(set(pks)) != len(pks):
+        raise ValueError("a message appears twice in one conditional update")
+
+
 def load(message_ids: Sequence[str]) -> dict[str, Message]:
     """Return {id string: Message} for the ids that exist, in one query. Raises DatabaseError."""
     if not message_ids:
@@ -63,10 +69,13 @@ def claim(messages: Sequence[Message], now: datetime) -> set[str]:
     """Claim messages for an attempt: queued/scheduled -> sending, attempts + 1, sending_started_at.
 
     A row moves only if it is still waiting, points at the same job, has the attempt count read and
-    is due. Returns the ids (strings) of the messages claimed; updates those in memory.
+    is due. Returns the ids (strings) of the messages claimed; updates those in memory. Each message
+    may appear once (ValueError otherwise): which of two claims of one row succeeded cannot be told
+    by its id.
     """
     if not messages:
         return set()
+    _distinct(m.pk for m in messages)
     stamp = _stamp(now)
     sql = (
         f"UPDATE {_table()} SET status = %s, attempts = %s, sending_started_at = %s "  # noqa: S608
@@ -80,11 +89,16 @@ def claim(messages: Sequence[Message], now: datetime) -> set[str]:
     if _run(sql, rows) == len(rows):
         claimed = {str(m.pk) for m in messages}
     else:
+        # Which rows moved: those now `sending` with this claim's time, attempt count and job id.
         ids = [_pk(m.pk) for m in messages]
-        claimed = _ids(
-            f"id IN ({_placeholders(len(ids))}) AND status = %s AND sending_started_at = %s",
-            [*ids, Status.SENDING.value, stamp],
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, attempts, rq_job_id FROM {_table()} "  # noqa: S608 (parameters)
+                f"WHERE id IN ({_placeholders(len(ids))}) AND status = %s AND sending_started_at = %s",
+                [*ids, Status.SENDING.value, stamp],
+            )
+            found = {str(Message._meta.pk.to_python(pk)): (n, job) for pk, n, job in cursor.fetchall()}
+        claimed = {str(m.pk) for m in messages if found.get(str(m.pk)) == (m.attempts + 1, m.rq_job_id)}
     for message in messages:
         if str(message.pk) in claimed:
             message.status, message.attempts, message.sending_started_at = (
@@ -131,9 +145,11 @@ def move(
 
     A row moves only if its status is one of `from_statuses` and it still points at the job id the
     message object holds. Returns the ids (strings) of the messages moved; updates those in memory.
+    Each message may appear once (ValueError otherwise).
     """
     if not moves:
         return set()
+    _distinct(message.pk for message, _, _ in moves)
     from_statuses = [str(value) for value in from_statuses]
     sets = "rq_job_id = %s, next_attempt_at = %s" + (", status = %s, queued_at = %s" if status else "")
     sql = (

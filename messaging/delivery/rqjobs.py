@@ -87,6 +87,7 @@ class Running:
     batch: bool = False
     started: float = field(default_factory=time.monotonic)
     results: list[str] = field(default_factory=list)
+    deliveries: list = field(default_factory=list)  # a delivery job's engine.Delivery objects
     error: BaseException | None = None
     exc_info: Any = None
     return_value: Any = None

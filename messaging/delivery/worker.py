@@ -22,9 +22,13 @@ as Django does around a request), the delivery threads none: a process opens at 
 Job timeouts: signals cannot interrupt threads, so a job's timeout is enforced in two ways. Every
 outbound call has connect and read timeouts shorter than RQ_JOB_TIMEOUT, so a delivery ends on its
 own; and a watchdog in the main thread marks a job failed (JobTimeoutException, like RQ's) once it has
-run longer than its timeout. A job thread gets RQ's TimerDeathPenalty (an exception raised in the
-thread when its time is up); one stuck in a call that ignores it is marked failed by the watchdog and
-its thread left to finish. A delivery that outlives its job is still recorded when its call returns.
+run longer than its timeout. A delivery job is timed from the claim of its message (the call), not
+from when it was taken off the queue: waiting for a free delivery thread, the due time or a rate slot
+is bounded on its own and must not end a job whose call is still running (the sweep would then
+attempt the message again while the first call may still reach the provider). A job thread gets RQ's
+TimerDeathPenalty (an exception raised in the thread when its time is up); one stuck in a call that
+ignores it is marked failed by the watchdog and its thread left to finish. A delivery that outlives
+its job is still recorded when its call returns, unless the sweep settled it first.
 
 Stopping: SIGTERM (or SIGINT) is a warm shutdown: nothing more is dequeued, deliveries still waiting
 for their time or rate slot go back on the scheduler at once, calls in flight finish (each bounded by
@@ -260,9 +264,10 @@ class Worker(_StartupLogMixin, BaseWorker):
             if not delivery_ids:
                 self._complete(item)
                 continue
-            self.engine.submit(
-                [Delivery(mid, item.job.id, self._delivered(item), batch=item.batch) for mid in delivery_ids]
-            )
+            item.deliveries = [
+                Delivery(mid, item.job.id, self._delivered(item), batch=item.batch) for mid in delivery_ids
+            ]
+            self.engine.submit(item.deliveries)
 
     @staticmethod
     def _delivery_ids(job: Job) -> list[str] | None:
@@ -355,15 +360,32 @@ class Worker(_StartupLogMixin, BaseWorker):
             self.set_state(WorkerStatus.IDLE)
 
     def _enforce_timeouts(self) -> None:
-        """The watchdog: fail jobs that ran past their timeout (plus TIMEOUT_GRACE_SECONDS for jobs on
-        a job thread, whose own timer should have stopped them first)."""
+        """The watchdog: fail jobs that ran past their timeout.
+
+        A job on a job thread gets TIMEOUT_GRACE_SECONDS more (its own timer should have stopped it
+        first). A delivery job is timed by its calls: it fails once one of its messages has been
+        claimed (its call under way) for longer than the timeout, which the call's own connect and
+        read timeouts prevent unless a thread hangs elsewhere. The time a delivery spends waiting for
+        a free delivery thread, its due time or its rate slot does not count (each is bounded); a
+        delivery job with no call under way fails only after twice its timeout plus the grace.
+        Failing a job never releases its claimed messages while a call may still be running: the
+        sweep settles them as interrupted once their call cannot still be running.
+        """
         now = time.monotonic()
         for item in list(self._running.values()):
             timeout = item.job.timeout or Queue.DEFAULT_TIMEOUT
             if timeout < 0 or item.done:
                 continue
-            grace = 0 if item.size else TIMEOUT_GRACE_SECONDS
-            if now - item.started <= timeout + grace:
+            if item.size:
+                calls = [now - d.call_started for d in item.deliveries if d.call_started]
+                overdue = (
+                    max(calls) > timeout
+                    if calls
+                    else now - item.started > 2 * timeout + TIMEOUT_GRACE_SECONDS
+                )
+            else:
+                overdue = now - item.started > timeout + TIMEOUT_GRACE_SECONDS
+            if not overdue:
                 continue
             item.abandoned = True
             error = type("JobTimeoutException", (JobTimeoutException,), {})()

@@ -1,0 +1,61 @@
+"""The delivery engine's grouped writes: one claim per message, whatever jobs point at it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from messaging.delivery import rows
+from messaging.delivery.engine import Delivery, Engine
+from messaging.models import Message
+from messaging.workspaces import workspace_get
+
+GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def provider(sms_provider):
+    sms_provider.expect_request("/send-sms", method="POST").respond_with_json({"id": "prov-1"})
+    return sms_provider
+
+
+def test_two_deliveries_of_one_message_ready_in_one_write_make_one_call(api, provider):
+    # A worker holds a delivery for the message's old job (loaded before a sweep gave the message a
+    # new job) and one for the new job; both reach the same grouped claim.
+    pk = api.post("/api/schedule-sms", GOOD).json()["id"]
+    stale = Message.objects.get(pk=pk)
+    moved = rows.move([(Message.objects.get(pk=pk), "new-job", None)])
+    assert moved == {pk}
+    fresh = Message.objects.get(pk=pk)
+    results = []
+
+    def done(delivery, result, error):
+        results.append((delivery.job_id, result))
+
+    stale.workspace = fresh.workspace = workspace_get(fresh.workspace_id)  # as the engine's load does
+    old = Delivery(pk, stale.rq_job_id, done, message=stale)
+    new = Delivery(pk, "new-job", done, message=fresh)
+    engine = Engine(capacity=2)
+    for delivery in (old, new):
+        delivery.send_at = delivery.deadline = time.monotonic()
+    engine._ready = [old, new]
+    engine._open = 2
+    for _ in range(10):
+        engine.step()
+        if not engine.open:
+            break
+    assert len(provider.log) == 1
+    assert sorted(results) == sorted(
+        [(stale.rq_job_id, "skipped: claimed elsewhere or not due"), ("new-job", "sent")]
+    )
+    assert Message.objects.get(pk=pk).attempts == 1
+
+
+def test_a_conditional_update_refuses_one_message_twice(api):
+    pk = api.post("/api/schedule-sms", GOOD).json()["id"]
+    with pytest.raises(ValueError, match="twice"):
+        rows.claim(
+            [Message.objects.get(pk=pk), Message.objects.get(pk=pk)], Message.objects.get(pk=pk).accepted_at
+        )
