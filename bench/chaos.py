@@ -344,7 +344,7 @@ def main() -> int:
         provider.start()
         stack.start_redis()
         stack.manage("migrate", "--noinput", "-v", "0")
-        api_key = stack.manage("create_api_key", "chaos").strip().splitlines()[-1]
+        api_key = stack.manage("create_api_key", "chaos", "--all-workspaces").strip().splitlines()[-1]
         stack.start_rest()
         stack.start_worker()
         stack.start_worker()

@@ -195,7 +195,7 @@ def drop_postgres_database() -> None:
 def prepare(env: Env) -> str:
     """Migrate and return a new API key."""
     env.run("migrate", "--noinput")
-    return env.run("create_api_key", "bench").stdout.strip().splitlines()[-1]
+    return env.run("create_api_key", "bench", "--all-workspaces").stdout.strip().splitlines()[-1]
 
 
 @contextmanager

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from .lib import ttlcache
 from .lib.pii import mask_recipient
 from .models import (
     ApiKey,
@@ -14,6 +14,7 @@ from .models import (
     Workspace,
     WorkspaceAlias,
 )
+from .workspaces import api_key_cache_clear
 
 
 class WorkspaceAliasInline(admin.TabularInline):
@@ -27,6 +28,20 @@ class WorkspaceAdmin(admin.ModelAdmin):
     search_fields = ("external_id", "name", "aliases__alias")
     inlines = [WorkspaceAliasInline]
 
+    # A deleted or renamed workspace leaves the keys' scopes and the workspace caches at once in this
+    # process (others: within WORKSPACE_CACHE_SECONDS / API_KEY_CACHE_SECONDS).
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        api_key_cache_clear()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        api_key_cache_clear()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        api_key_cache_clear()
+
 
 @admin.register(WorkspaceAlias)
 class WorkspaceAliasAdmin(admin.ModelAdmin):
@@ -35,9 +50,28 @@ class WorkspaceAliasAdmin(admin.ModelAdmin):
     autocomplete_fields = ("workspace",)
 
 
+class ApiKeyForm(forms.ModelForm):
+    """Scope fails closed: a key is for every workspace or for the workspaces listed, never both."""
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "all_workspaces", "workspaces", "revoked_at")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("all_workspaces") and cleaned.get("workspaces"):
+            raise forms.ValidationError(
+                "A key is for either every workspace or a list of workspaces: untick "
+                '"all workspaces" or empty the list.'
+            )
+        return cleaned
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    form = ApiKeyForm
+    list_display = ("name", "prefix", "all_workspaces", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("all_workspaces",)
     readonly_fields = ("prefix", "secret_hash", "created_at", "last_used_at")
     filter_horizontal = ("workspaces",)
     actions = ("revoke",)
@@ -46,10 +80,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         # A key's secret is shown once by `manage.py create_api_key`; admin cannot show it.
         return False
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        api_key_cache_clear()  # a scope change: this process at once; others within API_KEY_CACHE_SECONDS
+
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        ttlcache.clear_all()  # this process at once; others within API_KEY_CACHE_SECONDS
+        api_key_cache_clear()  # this process at once; others within API_KEY_CACHE_SECONDS
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 
 

@@ -31,6 +31,7 @@ from .http import (
     error_response,
     message_in_scope,
     parse_json_body,
+    require_all_workspaces,
     workspace_for_key,
 )
 from .idempotency import idempotent
@@ -232,8 +233,10 @@ def queue_counts(request: ApiRequest) -> JsonResponse:
     """GET /api/queues: per queue, job counts waiting, active, completed, failed and delayed.
 
     `delayed` counts scheduled messages and retries waiting for their time, from the database.
-    503 when Redis does not answer (the counts would be incomplete).
+    The numbers are the whole service's, so a key limited to some workspaces gets 403. 503 when
+    Redis does not answer (the counts would be incomplete).
     """
+    require_all_workspaces(request.api_key, "GET /api/queues")
     numbers = queue_stats.queue_numbers()
     if not all(q.redis_answered for q in numbers):
         raise ApiError(503, QUEUE_BACKEND_UNAVAILABLE)

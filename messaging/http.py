@@ -171,20 +171,30 @@ def workspace_for_key(api_key: ApiKey, external_id: str) -> Workspace | None:
 
     Looks the workspace up once (workspaces.workspace_lookup, cached): None when `external_id` is ''
     (missing or not a valid ID: validation reports that) or names no workspace yet (it is created on
-    first valid use). Raises ApiError 403 when the key is limited to some workspaces and this is not
-    one of them; an unknown workspace is never in a key's scope.
+    first valid use). Raises ApiError 403 unless the key may use it (workspaces.api_key_may_use: a
+    key for every workspace may use any; another key only those in its list, never an unknown one).
     """
     workspace = workspaces.workspace_lookup(external_id)
-    allowed = workspaces.api_key_allowed_workspaces(api_key)
-    if allowed and external_id and (workspace is None or workspace.external_id not in allowed):
+    if external_id and not workspaces.api_key_may_use(api_key, workspace.pk if workspace else None):
         raise ApiError(403, f"This API key may not send for workspace {external_id!r}.")
     return workspace
 
 
 def message_in_scope(api_key: ApiKey, message: Message) -> bool:
-    """True when `api_key` may see `message` (its workspace is in the key's scope, or the key has none)."""
-    allowed = workspaces.api_key_allowed_workspaces(api_key)
-    return not allowed or message.workspace.external_id in allowed
+    """True when `api_key` may see `message` (workspaces.api_key_may_use for its workspace)."""
+    return workspaces.api_key_may_use(api_key, message.workspace_id)
+
+
+def require_all_workspaces(api_key: ApiKey, what: str) -> None:
+    """Raise ApiError 403 unless `api_key` is for every workspace; `what` names the refused endpoint.
+
+    For answers about the whole service (GET /api/queues counts every workspace's jobs together),
+    which a key limited to some workspaces must not see.
+    """
+    if not api_key.all_workspaces:
+        raise ApiError(
+            403, f"{what} shows every workspace's numbers: it needs an API key for every workspace."
+        )
 
 
 # --- Django's error handlers (config/urls.py) -----------------------------------------------------

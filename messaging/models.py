@@ -69,16 +69,25 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
+    # Scope fails closed: a key may use every workspace only when `all_workspaces` says so, set
+    # explicitly at creation; otherwise only the workspaces listed, and none when the list is empty
+    # (deleting a key's last workspace never widens it).
+    all_workspaces = models.BooleanField(
+        default=False, help_text="The key may use every workspace (then leave the list below empty)."
+    )
     workspaces = models.ManyToManyField(
-        Workspace, blank=True, related_name="api_keys", help_text="Empty means every workspace."
+        Workspace,
+        blank=True,
+        related_name="api_keys",
+        help_text="The only workspaces the key may use, unless it is for every workspace. Empty: none.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    # Not a column: the external IDs of `workspaces` (empty = every workspace), filled in by
-    # workspaces.api_key_authenticate and cached with the key, so the API's scope check costs no query.
-    allowed_workspaces: frozenset[str] | None = None
+    # Not a column: the primary keys of `workspaces`, filled in by workspaces.api_key_authenticate and
+    # cached with the key, so the API's scope check costs no query (see workspaces.api_key_may_use).
+    scope_workspace_pks: frozenset[int] | None = None
 
     class Meta:
         verbose_name = "API key"

@@ -20,7 +20,8 @@ from .lib.ttlcache import TTLCache
 from .models import ApiKey, Workspace, WorkspaceAlias
 
 # Per-process caches for the API's hot path. A workspace edited in admin (time zone, region) and a
-# revoked API key take effect in every process within these many seconds.
+# revoked API key or a key's changed scope take effect in every process within these many seconds
+# (at once in the process that made the change in admin, see api_key_cache_clear).
 _workspaces = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
 _workspaces_by_pk = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
 _api_keys = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
@@ -76,16 +77,26 @@ def _hash_secret(secret: str) -> str:
 
 
 @transaction.atomic
-def api_key_create(*, name: str, workspace_ids: list[str] | None = None) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, name: str, workspace_ids: list[str] | None = None, all_workspaces: bool = False
+) -> tuple[ApiKey, str]:
     """Create an API key and return (record, full key). The full key is not stored anywhere.
 
     Key format: `mq_<prefix>_<secret>` where prefix is 8 hex characters used for lookup and secret is
-    43 URL-safe characters; only the SHA-256 of the secret is stored. `workspace_ids` (IDs or aliases;
-    unknown ones are created) limit the key to those workspaces; none means every workspace.
+    43 URL-safe characters; only the SHA-256 of the secret is stored. The scope is explicit, exactly
+    one of: `all_workspaces=True` (every workspace, including ones created later) or `workspace_ids`
+    (IDs or aliases; unknown ones are created), the only workspaces the key may use.
+    Raises ValueError when both or neither is given.
     """
+    if all_workspaces and workspace_ids:
+        raise ValueError("A key is either for every workspace or for a list of workspaces, not both.")
+    if not all_workspaces and not workspace_ids:
+        raise ValueError("Name the key's workspaces, or pass all_workspaces=True for every workspace.")
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(name=name, prefix=prefix, secret_hash=_hash_secret(secret))
+    key = ApiKey.objects.create(
+        name=name, prefix=prefix, secret_hash=_hash_secret(secret), all_workspaces=all_workspaces
+    )
     for external_id in workspace_ids or []:
         key.workspaces.add(workspace_get_or_create(external_id=external_id))
     return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
@@ -94,20 +105,21 @@ def api_key_create(*, name: str, workspace_ids: list[str] | None = None) -> tupl
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """Return the active ApiKey matching `raw_key`, or None (unknown, malformed or revoked alike).
 
-    The returned key has `allowed_workspaces` filled in: a frozenset of workspace external IDs it may
-    use (empty = all). Keys are cached per process for API_KEY_CACHE_SECONDS, so authentication
-    usually costs one SHA-256 and no query; `last_used_at` is written at most once a minute per key.
+    The returned key has `scope_workspace_pks` filled in (see api_key_may_use). Keys are cached per
+    process for API_KEY_CACHE_SECONDS, so authentication usually costs one SHA-256 and no query;
+    `last_used_at` is written at most once a minute per key.
     """
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
-    key = _api_keys.get(parts[1])
+    prefix = parts[1]
+    key = _api_keys.get(prefix)
     if key is None:
-        key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).order_by().first()
+        key = ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).order_by().first()
         if key is None:
             return None
-        key.allowed_workspaces = frozenset(key.workspaces.values_list("external_id", flat=True))
-        _api_keys.set(parts[1], key)
+        key.scope_workspace_pks = frozenset(key.workspaces.values_list("pk", flat=True))
+        _api_keys.set(prefix, key)
     if not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
         return None
     now = timezone.now()
@@ -117,11 +129,23 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     return key
 
 
-def api_key_allowed_workspaces(api_key: ApiKey) -> frozenset[str]:
-    """Return the external IDs of the workspaces `api_key` may use; empty means every workspace.
+def api_key_may_use(api_key: ApiKey, workspace_pk: int | None) -> bool:
+    """True when `api_key` may act for the workspace with primary key `workspace_pk`.
 
-    Free for a key from api_key_authenticate (filled in and cached); one query for any other key.
+    A key for every workspace (`all_workspaces`) may use any, including one not created yet (None).
+    Any other key may use only the workspaces in its list, which may be empty (then none), and never
+    one not created yet. Free for a key from api_key_authenticate (its scope is cached with it); one
+    query the first time for any other key.
     """
-    if api_key.allowed_workspaces is None:
-        api_key.allowed_workspaces = frozenset(api_key.workspaces.values_list("external_id", flat=True))
-    return api_key.allowed_workspaces
+    if api_key.all_workspaces:
+        return True
+    if api_key.scope_workspace_pks is None:
+        api_key.scope_workspace_pks = frozenset(api_key.workspaces.values_list("pk", flat=True))
+    return workspace_pk is not None and workspace_pk in api_key.scope_workspace_pks
+
+
+def api_key_cache_clear() -> None:
+    """Forget this process's cached keys and workspaces, so that a revocation, a scope change
+    or a deleted workspace takes effect here at once (other processes: within their cache times)."""
+    for cache in (_api_keys, _workspaces, _workspaces_by_pk):
+        cache.clear()

@@ -66,7 +66,7 @@ def make_httpserver():
 @pytest.fixture
 def api_key(db) -> str:
     """A fresh, unscoped API key (the full secret)."""
-    return api_key_create(name="tests")[1]
+    return api_key_create(name="tests", all_workspaces=True)[1]
 
 
 class ApiClient:

@@ -61,7 +61,7 @@ def test_posts_without_a_key_are_not_deduplicated(api):
 
 
 def test_keys_are_scoped_to_the_api_key(api, db):
-    other = ApiClient(api_key_create(name="other")[1])
+    other = ApiClient(api_key_create(name="other", all_workspaces=True)[1])
     first = api.post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "shared"})
     second = other.post("/api/schedule-sms", GOOD, headers={"Idempotency-Key": "shared"})
     assert first.json()["id"] != second.json()["id"]

@@ -30,7 +30,7 @@ def staff_client(db) -> Client:
 
 def test_a_new_key_is_shown_once_and_only_the_hash_of_its_secret_is_stored(db):
     stdout = io.StringIO()
-    call_command("create_api_key", "crm", stdout=stdout)
+    call_command("create_api_key", "crm", "--all-workspaces", stdout=stdout)
     full_key = stdout.getvalue().strip().splitlines()[-1]
     tag, prefix, secret = full_key.split("_", 2)
     assert tag == "mq"
@@ -43,7 +43,7 @@ def test_a_new_key_is_shown_once_and_only_the_hash_of_its_secret_is_stored(db):
 
 
 def test_two_keys_never_share_a_prefix_or_secret(db):
-    keys = [api_key_create(name=f"k{i}")[1] for i in range(20)]
+    keys = [api_key_create(name=f"k{i}", all_workspaces=True)[1] for i in range(20)]
     assert len({k.split("_")[1] for k in keys}) == 20
     assert len(set(keys)) == 20
 
@@ -79,7 +79,7 @@ def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db,
     # API processes cache keys for API_KEY_CACHE_SECONDS; a revocation made elsewhere (another web
     # process, the database) must take effect within that time. Shortened here to keep the test quick.
     monkeypatch.setattr(workspaces._api_keys, "ttl", 0.5)
-    key, full_key = api_key_create(name="victim")
+    key, full_key = api_key_create(name="victim", all_workspaces=True)
     assert ApiClient(full_key).post("/api/schedule-sms", GOOD).status_code == 202
     wrong_secret = full_key[:-4] + ("aaaa" if not full_key.endswith("aaaa") else "bbbb")
     wrong = ApiClient(wrong_secret).post("/api/schedule-sms", GOOD)
@@ -94,15 +94,15 @@ def test_a_wrong_secret_and_a_revoked_key_get_the_same_401_as_an_unknown_key(db,
 
 
 def test_a_key_revoked_before_its_first_use_is_refused_at_once(db):
-    key, full_key = api_key_create(name="never-used")
+    key, full_key = api_key_create(name="never-used", all_workspaces=True)
     ApiKey.objects.filter(pk=key.pk).update(revoked_at="2026-01-01T00:00:00Z")
     response = ApiClient(full_key).get("/api/queues")
     assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
 
 
 def test_revoking_a_key_in_admin_refuses_it_at_once(staff_client):
-    key, full_key = api_key_create(name="leaked")
-    other, other_full = api_key_create(name="kept")
+    key, full_key = api_key_create(name="leaked", all_workspaces=True)
+    other, other_full = api_key_create(name="kept", all_workspaces=True)
     response = staff_client.post(
         "/admin/messaging/apikey/", {"action": "revoke", "_selected_action": [key.pk]}, follow=True
     )
@@ -121,7 +121,7 @@ def test_admin_cannot_create_a_key_whose_secret_it_could_not_show(staff_client):
 
 
 def test_last_used_at_is_recorded_when_a_key_is_used(db):
-    key, full_key = api_key_create(name="crm")
+    key, full_key = api_key_create(name="crm", all_workspaces=True)
     assert key.last_used_at is None
     ApiClient(full_key).get("/api/queues")
     key.refresh_from_db()
@@ -147,7 +147,7 @@ def test_a_key_scoped_to_workspace_a_gets_403_for_workspace_b(db):
 
 
 def test_a_scoped_key_cannot_read_or_cancel_another_workspaces_message(db):
-    _, everything = api_key_create(name="all")
+    _, everything = api_key_create(name="all", all_workspaces=True)
     _, only_a = api_key_create(name="only-a", workspace_ids=["A"])
     message_id = (
         ApiClient(everything)

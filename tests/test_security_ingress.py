@@ -18,8 +18,8 @@ GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "
 
 def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(db, settings):
     settings.API_RATE_LIMIT_PER_KEY = "3/second"
-    busy = ApiClient(api_key_create(name="busy")[1])
-    quiet = ApiClient(api_key_create(name="quiet")[1])
+    busy = ApiClient(api_key_create(name="busy", all_workspaces=True)[1])
+    quiet = ApiClient(api_key_create(name="quiet", all_workspaces=True)[1])
     statuses = [busy.post("/api/schedule-sms", GOOD).status_code for _ in range(3)]
     assert statuses == [202, 202, 202]
 
@@ -39,7 +39,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(db,
 
 def test_requests_without_a_valid_key_are_not_counted_against_a_key(db, settings):
     settings.API_RATE_LIMIT_PER_KEY = "2/second"
-    api = ApiClient(api_key_create(name="crm")[1])
+    api = ApiClient(api_key_create(name="crm", all_workspaces=True)[1])
     for _ in range(5):
         assert ApiClient("mq_deadbeef_wrong").post("/api/schedule-sms", GOOD).status_code == 401
     assert api.post("/api/schedule-sms", GOOD).status_code == 202
@@ -47,7 +47,7 @@ def test_requests_without_a_valid_key_are_not_counted_against_a_key(db, settings
 
 def test_the_rate_limit_lets_requests_through_while_redis_is_down(db, settings, caplog):
     settings.API_RATE_LIMIT_PER_KEY = "1/second"
-    api = ApiClient(api_key_create(name="crm")[1])
+    api = ApiClient(api_key_create(name="crm", all_workspaces=True)[1])
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_SOCKET_TIMEOUT = 0.2
     queues.reset_connection()

@@ -111,7 +111,9 @@ def error_spec(description: str, headers: dict | None = None) -> dict[str, Any]:
 ERRORS: dict[str, dict[str, Any]] = {
     "400": error_spec("A field is missing or invalid (`errors` names it), or the body is not a JSON object."),
     "401": error_spec("Missing, malformed, unknown or revoked API key (one message for all)."),
-    "403": error_spec("The API key is scoped to other workspaces."),
+    "403": error_spec(
+        "The API key is limited to other workspaces (GET /api/queues: it is not a key for every workspace)."
+    ),
     "404": error_spec("No such message (or not visible to this API key)."),
     "405": error_spec("Method not allowed.", {"Allow": {"required": True, "schema": {"type": "string"}}}),
     "409": error_spec("The message's status does not allow the action."),

@@ -166,7 +166,7 @@ operation(
                     },
                 }
             ),
-            **errors(*AUTHED),
+            **errors("403", *AUTHED),
         },
     },
 )

@@ -160,7 +160,7 @@ class Command(BaseCommand):
             saved = path.read_text().strip()
             if api_key_authenticate(saved):
                 return saved
-        _, full_key = api_key_create(name="development (make run)")
+        _, full_key = api_key_create(name="development (make run)", all_workspaces=True)
         path.write_text(full_key + "\n")
         path.chmod(0o600)
         return full_key
