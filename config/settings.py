@@ -282,6 +282,10 @@ if _ai_job_seconds >= RQ_JOB_TIMEOUT:
 # delivery rates in the workers, where a job over the limit is deferred without using an attempt.
 AI_RATE_LIMIT_PER_KEY = env.str("AI_RATE_LIMIT_PER_KEY", default="5/minute")
 AI_RATE_LIMIT_PER_WORKSPACE = env.str("AI_RATE_LIMIT_PER_WORKSPACE", default="100/minute")
+# Per API key, over all its workspaces and rate_limit_keys (workspaces are created on first use, so
+# the per-workspace limit alone does not bound a key). The default matches DELIVERY_RATE_AI's: a key
+# cannot queue AI work faster than the workers deliver it.
+AI_RATE_LIMIT_PER_API_KEY = env.str("AI_RATE_LIMIT_PER_API_KEY", default="600/minute")
 DELIVERY_RATE_LIMITS = {
     "sms": env.str("DELIVERY_RATE_SMS", default="50/second"),
     "email": env.str("DELIVERY_RATE_EMAIL", default="100/second"),
@@ -298,6 +302,7 @@ if not 0 <= DELIVERY_RATE_GUARD_MS <= 1000:
 for _name, _spec in [
     ("AI_RATE_LIMIT_PER_KEY", AI_RATE_LIMIT_PER_KEY),
     ("AI_RATE_LIMIT_PER_WORKSPACE", AI_RATE_LIMIT_PER_WORKSPACE),
+    ("AI_RATE_LIMIT_PER_API_KEY", AI_RATE_LIMIT_PER_API_KEY),
     *[(f"DELIVERY_RATE_{channel.upper()}", spec) for channel, spec in DELIVERY_RATE_LIMITS.items()],
 ]:
     if _spec:

@@ -183,13 +183,15 @@ def ai_response(request: ApiRequest) -> JsonResponse:
     """POST /api/ai-response (and /api/ai-response/enqueue): accept an AI-reply request, answer 202.
 
     The reply is generated on queue `ai` and POSTed to `callback_url`. 429 with Retry-After when the
-    request's rate_limit_key or workspace is over its limit.
+    request's rate_limit_key (in any spelling), its workspace or its API key is over its AI limit.
     """
     spec = channels.get("ai")
     data = parse_json_body(request)
     workspace = workspace_for_key(request.api_key, workspace_id_of(data, spec.workspace_field))
     cleaned = spec.clean_request(data, workspace=workspace)
-    ratelimit.ai_request(workspace, cleaned["workspace_external_id"], cleaned["rate_limit_key"])
+    ratelimit.ai_request(
+        workspace, cleaned["workspace_external_id"], cleaned["rate_limit_key"], api_key=request.api_key
+    )
     message = spec.create(api_key=request.api_key, **cleaned)
     return _accepted(message, "AI response")
 

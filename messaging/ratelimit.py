@@ -2,8 +2,8 @@
 
 One shared helper (`hit`) for every limit in the service, so all of them use the same Redis
 connection pool and the same semantics. The request-path policies are named here, once each:
-`api_key_ingress` (every API request, per key) and `ai_request` (per rate_limit_key and per
-workspace); each raises RateLimited when over. The workers' delivery rates reserve call slots
+`api_key_ingress` (every API request, per key) and `ai_request` (per rate_limit_key, per workspace
+and per API key); each raises RateLimited when over. The workers' delivery rates reserve call slots
 instead (`reserve_slots`, below; the policy itself is messaging.delivery.gate.rate_limits).
 
 While Redis is unreachable the request-path policies are not checked (a warning is logged) and the
@@ -26,6 +26,7 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from . import queues
+from .lib.textkey import fold_key
 from .models import ApiKey, Workspace
 
 logger = logging.getLogger(__name__)
@@ -118,22 +119,31 @@ def api_key_ingress(api_key: ApiKey) -> None:
     )
 
 
-def ai_request(workspace: Workspace | None, external_id: str, rate_limit_key: str) -> None:
-    """Count one AI-reply request against its `rate_limit_key` and its workspace.
+def ai_request(
+    workspace: Workspace | None, external_id: str, rate_limit_key: str, *, api_key: ApiKey
+) -> None:
+    """Count one AI-reply request against its `rate_limit_key`, its workspace and its API key.
 
-    Limits: AI_RATE_LIMIT_PER_KEY per rate_limit_key, and AI_RATE_LIMIT_PER_WORKSPACE (or the
-    workspace's own `ai_per_minute`) per workspace. `workspace` is None for a workspace not created
-    yet; it is then counted under `external_id`, the ID the client sent. An empty limit is off.
-    Raises RateLimited naming the first limit that is over. Not checked while Redis is unreachable
-    (logged).
+    Limits, checked in this order: AI_RATE_LIMIT_PER_KEY per rate_limit_key, folded to one spelling
+    (lib.textkey.fold_key: case, white space, zero-width and compatibility characters), so that
+    "Tenant:C-1", "tenant:c-1 " and "ten\u200bant:c-1" share one budget; AI_RATE_LIMIT_PER_WORKSPACE
+    (or the workspace's own `ai_per_minute`) per workspace; AI_RATE_LIMIT_PER_API_KEY per API key,
+    so that a key cannot mint budget with new rate_limit_keys and workspaces (which are created on
+    first use). `workspace` is None for a workspace not created yet; it is then counted under
+    `external_id`, the ID the client sent. An empty limit is off. A request refused by one limit has
+    counted against the ones checked before it, not the ones after, so the API-key limit counts
+    accepted requests. Raises RateLimited naming the first limit that is over. Not checked while
+    Redis is unreachable (logged).
     """
     workspace_key = workspace.external_id if workspace else external_id
     per_workspace = settings.AI_RATE_LIMIT_PER_WORKSPACE
     if workspace and workspace.ai_per_minute:
         per_workspace = f"{workspace.ai_per_minute}/minute"
+    folded = fold_key(rate_limit_key)
     checks = [
-        (settings.AI_RATE_LIMIT_PER_KEY, ("ai-key", rate_limit_key), f"rate_limit_key {rate_limit_key!r}"),
+        (settings.AI_RATE_LIMIT_PER_KEY, ("ai-key", folded), f"rate_limit_key {folded!r}"),
         (per_workspace, ("ai-workspace", workspace_key), f"workspace {workspace_key!r}"),
+        (settings.AI_RATE_LIMIT_PER_API_KEY, ("ai-api-key", str(api_key.pk)), "this API key"),
     ]
     for spec, identifiers, what in checks:
         if spec and not _enforce(spec, identifiers, f"AI requests for {what}", f"AI rate limit {what}"):

@@ -46,6 +46,7 @@ def startup_summary(queue_names: list[str], concurrency: int = 1) -> list[str]:
             + ", ".join(f"{channel} {spec or 'off'}" for channel, spec in limits.items())
             + f" (guard {settings.DELIVERY_RATE_GUARD_MS:g} ms); AI requests per rate_limit_key "
             f"{settings.AI_RATE_LIMIT_PER_KEY or 'off'}, per workspace {settings.AI_RATE_LIMIT_PER_WORKSPACE or 'off'}"
+            f", per API key {settings.AI_RATE_LIMIT_PER_API_KEY or 'off'}"
         ),
         (
             f"Providers: SMS {public_url(settings.SMS_API_URL) or '(not set)'}/send-sms; email "

@@ -120,7 +120,8 @@ ERRORS: dict[str, dict[str, Any]] = {
     "413": error_spec("The request body is larger than API_MAX_BODY_BYTES."),
     "415": error_spec("Content-Type is not application/json."),
     "429": error_spec(
-        "More requests than API_RATE_LIMIT_PER_KEY for this API key.",
+        "More requests than API_RATE_LIMIT_PER_KEY for this API key (AI requests: also the AI limits per "
+        "rate_limit_key, workspace and API key).",
         {"Retry-After": {"required": True, "description": "Seconds to wait.", "schema": {"type": "integer"}}},
     ),
     "503": error_spec("The database or the queue backend is unavailable; try again."),
