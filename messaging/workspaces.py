@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import timedelta
 
@@ -25,6 +26,10 @@ from .models import ApiKey, Workspace, WorkspaceAlias
 _workspaces = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
 _workspaces_by_pk = TTLCache(ttl=settings.WORKSPACE_CACHE_SECONDS)
 _api_keys = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
+# Prefixes that matched no active key, so that a client repeating an unknown, revoked or guessed key
+# costs no more than a known key (no query per request). Its own cache, so that a flood of distinct
+# prefixes cannot push known keys out.
+_unknown_prefixes = TTLCache(ttl=settings.API_KEY_CACHE_SECONDS)
 
 
 def workspace_lookup(external_id: str) -> Workspace | None:
@@ -68,6 +73,9 @@ def workspace_get_or_create(*, external_id: str) -> Workspace:
 
 
 API_KEY_PREFIX = "mq"  # pragma: allowlist secret (a fixed tag, not a secret)
+# What api_key_create makes as a key's prefix (8 lowercase hex digits; up to 16 accepted). Anything
+# else names no key and is refused without asking the database.
+_PREFIX_RE = re.compile(r"[0-9a-f]{1,16}")
 
 
 def _hash_secret(secret: str) -> str:
@@ -99,6 +107,7 @@ def api_key_create(
     )
     for external_id in workspace_ids or []:
         key.workspaces.add(workspace_get_or_create(external_id=external_id))
+    _unknown_prefixes.delete(prefix)  # forget a miss this process may have cached for it
     return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
 
 
@@ -106,17 +115,22 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """Return the active ApiKey matching `raw_key`, or None (unknown, malformed or revoked alike).
 
     The returned key has `scope_workspace_pks` filled in (see api_key_may_use). Keys are cached per
-    process for API_KEY_CACHE_SECONDS, so authentication usually costs one SHA-256 and no query;
+    process for API_KEY_CACHE_SECONDS, so authentication usually costs one SHA-256 and no query; a
+    prefix that matched no active key is remembered as such for as long, so repeating it costs no
+    query either, and a prefix that is not one this service makes costs none at all.
     `last_used_at` is written at most once a minute per key.
     """
     parts = raw_key.split("_", 2)
-    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not _PREFIX_RE.fullmatch(parts[1]):
         return None
     prefix = parts[1]
     key = _api_keys.get(prefix)
     if key is None:
+        if _unknown_prefixes.get(prefix):
+            return None
         key = ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).order_by().first()
         if key is None:
+            _unknown_prefixes.set(prefix, True)
             return None
         key.scope_workspace_pks = frozenset(key.workspaces.values_list("pk", flat=True))
         _api_keys.set(prefix, key)
@@ -145,7 +159,7 @@ def api_key_may_use(api_key: ApiKey, workspace_pk: int | None) -> bool:
 
 
 def api_key_cache_clear() -> None:
-    """Forget this process's cached keys and workspaces, so that a revocation, a scope change
+    """Forget this process's cached keys, misses and workspaces, so that a revocation, a scope change
     or a deleted workspace takes effect here at once (other processes: within their cache times)."""
-    for cache in (_api_keys, _workspaces, _workspaces_by_pk):
+    for cache in (_api_keys, _unknown_prefixes, _workspaces, _workspaces_by_pk):
         cache.clear()

@@ -9,7 +9,9 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from messaging import workspaces
 from messaging.models import ApiKey, Message, Workspace, WorkspaceAlias
@@ -185,3 +187,42 @@ def test_a_scoped_key_gets_403_before_any_other_field_is_validated(db):
     assert missing.status_code == 400
     assert list(missing.json()["errors"]) == ["workspaceId"]
     assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "mq_deadbeef_" + "a" * 43,  # well-formed, unknown prefix
+        "mq_DEADBEEF_" + "a" * 43,  # not a prefix this service makes
+        "mq_dead/../_" + "a" * 43,
+    ],
+)
+def test_an_unknown_key_prefix_costs_at_most_one_query_however_often_it_is_sent(db, token):
+    client = Client()
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(20):
+            response = client.get("/api/queues", HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert response.status_code == 401
+    assert len(queries) <= 1, [q["sql"] for q in queries]
+
+
+def test_a_known_key_costs_no_query_to_authenticate_once_cached(db):
+    _, full_key = api_key_create(name="crm", all_workspaces=True)
+    wrong = full_key[:-4] + ("aaaa" if not full_key.endswith("aaaa") else "bbbb")
+    client = Client()
+    assert client.get("/api/messages/x", HTTP_AUTHORIZATION=f"Bearer {full_key}").status_code == 404
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(20):
+            response = client.get("/api/messages/x", HTTP_AUTHORIZATION=f"Bearer {wrong}")
+            assert response.status_code == 401
+    assert len(queries) == 0, [q["sql"] for q in queries]
+
+
+def test_a_key_created_after_its_prefix_was_tried_works_at_once(db, monkeypatch):
+    client = Client()
+    tried = "mq_deadbeef_" + "a" * 43
+    assert client.get("/api/queues", HTTP_AUTHORIZATION=f"Bearer {tried}").status_code == 401
+    monkeypatch.setattr(workspaces.secrets, "token_hex", lambda n: "deadbeef")
+    _, full_key = api_key_create(name="unlucky", all_workspaces=True)
+    assert full_key.startswith("mq_deadbeef_")
+    assert client.get("/api/queues", HTTP_AUTHORIZATION=f"Bearer {full_key}").status_code == 200

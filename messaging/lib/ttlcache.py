@@ -34,6 +34,11 @@ class TTLCache:
                 self._data.clear()
             self._data[key] = (time.monotonic() + self.ttl, value)
 
+    def delete(self, key: Any) -> None:
+        """Forget `key` (no error when absent)."""
+        with self._lock:
+            self._data.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
