@@ -198,13 +198,16 @@ DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=3)
 RETRY_BACKOFF_BASE = env.float("RETRY_BACKOFF_BASE", default=0.5 if IS_TEST else 1.0)
 RETRY_BACKOFF_FACTOR = env.float("RETRY_BACKOFF_FACTOR", default=2.0)
 RETRY_BACKOFF_MAX = env.float("RETRY_BACKOFF_MAX", default=300.0)
-# Seconds for outbound HTTP calls; both must stay well under RQ_JOB_TIMEOUT.
+# Seconds to connect to the SMS / Email API and to wait for each read of its answer.
 PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
 PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=15.0)
-if PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT >= RQ_JOB_TIMEOUT:
-    raise ImproperlyConfigured(
-        "PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT must be below RQ_JOB_TIMEOUT."
-    )
+# Seconds one SMS / Email API call may take in all (connect, send, headers and body): the read
+# timeout applies to each read, so without this a provider sending a byte at a time holds the call.
+PROVIDER_DEADLINE_SECONDS = env.float(
+    "PROVIDER_DEADLINE_SECONDS", default=PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT
+)
+if not 0 < PROVIDER_DEADLINE_SECONDS < RQ_JOB_TIMEOUT:
+    raise ImproperlyConfigured("PROVIDER_DEADLINE_SECONDS must be above 0 and below RQ_JOB_TIMEOUT.")
 # Seconds an API process caches API keys and workspaces: a revoked key or a workspace edited in admin
 # takes effect everywhere within this time.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
@@ -243,8 +246,10 @@ AI_SYSTEM_PROMPT = env.str(
     "AI_SYSTEM_PROMPT",
     default="You reply to a customer's text message on behalf of a business. Be brief, friendly and accurate.",
 )
-# Seconds to wait for the model's answer (generation is slower than a provider call).
+# Seconds to wait for each read of the model's answer (generation is slower than a provider call),
+# and for the whole call (connecting with PROVIDER_CONNECT_TIMEOUT).
 AI_READ_TIMEOUT = env.float("AI_READ_TIMEOUT", default=30.0)
+AI_DEADLINE_SECONDS = env.float("AI_DEADLINE_SECONDS", default=PROVIDER_CONNECT_TIMEOUT + AI_READ_TIMEOUT)
 
 # Callbacks (AI replies POSTed to the client's callback_url).
 # Standard Webhooks signing secret, "whsec_" + base64 of 24-64 random bytes; empty sends unsigned callbacks.
@@ -265,16 +270,19 @@ CALLBACK_ALLOWED_HOSTS = [
         default=[urlsplit(SANDBOX_BASE_URL).netloc] if SANDBOX_ENABLED and not IS_PRODUCTION else [],
     )
 ]
-# Seconds to wait for a callback target to accept the connection and to answer.
+# Seconds to wait for a callback target to accept the connection and for each read of its answer,
+# and for the whole callback (a receiver answering a byte at a time is cut off then).
 CALLBACK_CONNECT_TIMEOUT = env.float("CALLBACK_CONNECT_TIMEOUT", default=3.0)
 CALLBACK_READ_TIMEOUT = env.float("CALLBACK_READ_TIMEOUT", default=10.0)
-_ai_job_seconds = (
-    PROVIDER_CONNECT_TIMEOUT + AI_READ_TIMEOUT + CALLBACK_CONNECT_TIMEOUT + CALLBACK_READ_TIMEOUT
+CALLBACK_DEADLINE_SECONDS = env.float(
+    "CALLBACK_DEADLINE_SECONDS", default=CALLBACK_CONNECT_TIMEOUT + CALLBACK_READ_TIMEOUT
 )
-if _ai_job_seconds >= RQ_JOB_TIMEOUT:
+if AI_DEADLINE_SECONDS <= 0 or CALLBACK_DEADLINE_SECONDS <= 0:
+    raise ImproperlyConfigured("AI_DEADLINE_SECONDS and CALLBACK_DEADLINE_SECONDS must be above 0.")
+if AI_DEADLINE_SECONDS + CALLBACK_DEADLINE_SECONDS >= RQ_JOB_TIMEOUT:
     raise ImproperlyConfigured(
-        "An AI job (generation then callback) must fit in RQ_JOB_TIMEOUT: lower AI_READ_TIMEOUT or "
-        "CALLBACK_*_TIMEOUT, or raise RQ_JOB_TIMEOUT."
+        "An AI job (generation then callback) must fit in RQ_JOB_TIMEOUT: AI_DEADLINE_SECONDS + "
+        "CALLBACK_DEADLINE_SECONDS must be below it (lower them, or raise RQ_JOB_TIMEOUT)."
     )
 
 # --- Rate limits (the `limits` library's notation, e.g. "5/minute", "50/second"; empty turns one off) -

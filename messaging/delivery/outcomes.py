@@ -10,6 +10,7 @@ after that transaction commits (the outbox).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging import queues
+from messaging.lib import answers
 from messaging.lib.bulkinsert import insert_rows, update_rows
 from messaging.models import DeliveryAttempt, Message, Status
 from messaging.providers.base import CallResult, excerpt
@@ -83,10 +85,12 @@ def interrupted_attempt(message: Message, now: datetime) -> Attempt:
 
 
 def _provider_message_id(result: CallResult) -> str:
-    data = result.json()
-    if isinstance(data, dict):
-        return str(data.get("id") or data.get("sid") or data.get("messageId") or "")[:200]
-    return ""
+    """The provider's id for the message from a JSON object body (`id`, `sid` or `messageId`), else
+    "" (whatever the body is: see messaging.lib.answers)."""
+    data = answers.json_object(result.response_text)
+    if data is None:
+        return ""
+    return answers.short_text(data.get("id") or data.get("sid") or data.get("messageId"), 200)
 
 
 def settle(message: Message, attempt: Attempt, now: datetime) -> tuple[dict[str, Any], str]:
@@ -113,10 +117,9 @@ def settle(message: Message, attempt: Attempt, now: datetime) -> tuple[dict[str,
     else:
         fields.update(last_error=excerpt(result.error), error_kind=result.error_kind[:64])
         if result.transient and message.attempts < message.max_attempts:
-            delay = (
-                result.retry_after if result.retry_after is not None else backoff_seconds(message.attempts)
-            )
-            delay = min(delay, settings.RETRY_BACKOFF_MAX)
+            asked = result.retry_after
+            usable = asked is not None and math.isfinite(asked) and asked >= 0
+            delay = min(asked if usable else backoff_seconds(message.attempts), settings.RETRY_BACKOFF_MAX)
             fields.update(
                 status=Status.QUEUED,
                 next_attempt_at=now + timedelta(seconds=delay),

@@ -39,7 +39,9 @@ def startup_summary(queue_names: list[str], concurrency: int = 1) -> list[str]:
             f"{settings.RETRY_BACKOFF_MAX:g}s (or the provider's Retry-After); job timeout "
             f"{settings.RQ_JOB_TIMEOUT}s; provider timeouts {settings.PROVIDER_CONNECT_TIMEOUT:g}s connect / "
             f"{settings.PROVIDER_READ_TIMEOUT:g}s read, AI read {settings.AI_READ_TIMEOUT:g}s, callback "
-            f"{settings.CALLBACK_CONNECT_TIMEOUT:g}s / {settings.CALLBACK_READ_TIMEOUT:g}s"
+            f"{settings.CALLBACK_CONNECT_TIMEOUT:g}s / {settings.CALLBACK_READ_TIMEOUT:g}s; whole call at most "
+            f"{settings.PROVIDER_DEADLINE_SECONDS:g}s provider, {settings.AI_DEADLINE_SECONDS:g}s AI, "
+            f"{settings.CALLBACK_DEADLINE_SECONDS:g}s callback"
         ),
         (
             "Rate limits: delivery "

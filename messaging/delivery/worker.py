@@ -20,8 +20,8 @@ as Django does around a request), the delivery threads none: a process opens at 
 1 + WORKER_JOB_THREADS connections, however many calls are in flight.
 
 Job timeouts: signals cannot interrupt threads, so a job's timeout is enforced in two ways. Every
-outbound call has connect and read timeouts shorter than RQ_JOB_TIMEOUT, so a delivery ends on its
-own; and a watchdog in the main thread marks a job failed (JobTimeoutException, like RQ's) once it has
+outbound call has a total deadline (messaging.lib.deadline), and one job's deadlines add up to less
+than RQ_JOB_TIMEOUT, so a delivery ends on its own; and a watchdog in the main thread marks a job failed (JobTimeoutException, like RQ's) once it has
 run longer than its timeout. A delivery job is timed from the claim of its message (the call), not
 from when it was taken off the queue: waiting for a free delivery thread, the due time or a rate slot
 is bounded on its own and must not end a job whose call is still running (the sweep would then
@@ -364,8 +364,8 @@ class Worker(_StartupLogMixin, BaseWorker):
 
         A job on a job thread gets TIMEOUT_GRACE_SECONDS more (its own timer should have stopped it
         first). A delivery job is timed by its calls: it fails once one of its messages has been
-        claimed (its call under way) for longer than the timeout, which the call's own connect and
-        read timeouts prevent unless a thread hangs elsewhere. The time a delivery spends waiting for
+        claimed (its call under way) for longer than the timeout, which the calls' own deadlines
+        prevent unless a thread hangs elsewhere. The time a delivery spends waiting for
         a free delivery thread, its due time or its rate slot does not count (each is bounded); a
         delivery job with no call under way fails only after twice its timeout plus the grace.
         Failing a job never releases its claimed messages while a call may still be running: the

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import idna
 import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
+
+from messaging.lib.deadline import DeadlineAdapter
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -162,8 +163,9 @@ def check_url(url: str) -> Target:
     return Target(url, scheme, hostname, port, addresses, allow_listed)
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Connects to a fixed IP while TLS still verifies (and sends SNI for) the URL's host name."""
+class _PinnedAdapter(DeadlineAdapter):
+    """Connects to a fixed IP while TLS still verifies (and sends SNI for) the URL's host name; its
+    connections honour the calling thread's Deadline (messaging.lib.deadline)."""
 
     def __init__(self, hostname: str):
         self._hostname = hostname

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
+from messaging.lib import answers
+
 from .base import CallResult, ProviderClient, ProviderError
 
 if TYPE_CHECKING:
@@ -56,12 +58,13 @@ def chat_request(message: Message, system_prompt: str, model: str) -> dict:
 
 
 class ChatClient(ProviderClient):
-    """OpenAI-compatible chat completions. Reads wait up to AI_READ_TIMEOUT seconds."""
+    """OpenAI-compatible chat completions. Reads wait up to AI_READ_TIMEOUT seconds, the whole call
+    up to AI_DEADLINE_SECONDS."""
 
     name = "ai"
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None):
-        super().__init__(read_timeout=settings.AI_READ_TIMEOUT)
+        super().__init__(read_timeout=settings.AI_READ_TIMEOUT, deadline_setting="AI_DEADLINE_SECONDS")
         self.base_url = (base_url if base_url is not None else settings.AI_API_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else settings.AI_API_KEY
         self.model = model or settings.AI_MODEL
@@ -83,25 +86,22 @@ class ChatClient(ProviderClient):
         )
         if not result.ok:
             raise ProviderError(result)
-        data = result.json()
-        try:
-            text = data["choices"][0]["message"]["content"]
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError("empty content")
-        except (TypeError, KeyError, IndexError, ValueError) as exc:
-            result.ok = False
+        data = answers.json_object(result.response_text)
+        choices = data.get("choices") if data is not None else None
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        reply = first.get("message") if isinstance(first.get("message"), dict) else {}
+        text = reply.get("content")
+        if not isinstance(text, str) or not text.strip():
+            why = "the body is not a JSON object" if data is None else "no choices[0].message.content text"
+            result.ok, result.transient = False, False
             result.error_kind = "invalid_response"
-            result.error = f"The AI API answered {result.http_status} without a reply text ({exc!r})."
-            raise ProviderError(result) from exc
+            result.error = f"The AI API answered {result.http_status} without a reply text ({why})."
+            raise ProviderError(result)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         return Reply(
-            text=text.strip(),
-            model=str(data.get("model") or self.model)[:100],
-            prompt_tokens=_count(usage.get("prompt_tokens")),
-            completion_tokens=_count(usage.get("completion_tokens")),
+            text=answers.storable(text.strip()),
+            model=answers.short_text(data.get("model"), 100) or self.model[:100],
+            prompt_tokens=answers.count(usage.get("prompt_tokens")),
+            completion_tokens=answers.count(usage.get("completion_tokens")),
             result=result,
         )
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

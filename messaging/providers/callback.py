@@ -2,8 +2,9 @@
 
 Safety (README, "How delivery works"): the URL is checked again at send time by `netguard` and the
 connection is pinned to the checked address; redirects are not followed (a 3xx fails the attempt and
-records the Location); at most 64 KB of the answer is read; connect and read timeouts are
-CALLBACK_CONNECT_TIMEOUT / CALLBACK_READ_TIMEOUT seconds. With CALLBACK_SIGNING_SECRET set every call
+records the Location); at most 64 KB of the answer is read; the whole call (connect, send, answer) must end within CALLBACK_DEADLINE_SECONDS,
+with connect and read timeouts of CALLBACK_CONNECT_TIMEOUT / CALLBACK_READ_TIMEOUT seconds within it
+(a receiver that answers one byte at a time is cut off at the deadline). With CALLBACK_SIGNING_SECRET set every call
 carries Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`) made by the
 `standardwebhooks` library.
 """
@@ -92,15 +93,17 @@ class CallbackClient(ProviderClient):
 
     def __init__(self):
         super().__init__(
-            connect_timeout=settings.CALLBACK_CONNECT_TIMEOUT, read_timeout=settings.CALLBACK_READ_TIMEOUT
+            connect_timeout=settings.CALLBACK_CONNECT_TIMEOUT,
+            read_timeout=settings.CALLBACK_READ_TIMEOUT,
+            deadline_setting="CALLBACK_DEADLINE_SECONDS",
         )
 
     def send(self, message: Message) -> CallResult:
         """POST the reply of `message` to its callback_url; return the CallResult of a 2xx.
 
         Raises ProviderError: permanent when the URL is refused by the guard (e.g. its host now
-        resolves to a private address) or answers a 3xx / 4xx; transient for 5xx, 429, timeouts and
-        a host that does not resolve. The `webhook-id` and `Idempotency-Key` stay the same on every
+        resolves to a private address) or answers a 3xx / 4xx; transient for 5xx, 429, timeouts, no
+        complete answer within CALLBACK_DEADLINE_SECONDS, and a host that does not resolve. The `webhook-id` and `Idempotency-Key` stay the same on every
         retry of a message, so a receiver can drop repeats.
         """
         url = message.callback_url
