@@ -59,3 +59,34 @@ def test_a_conditional_update_refuses_one_message_twice(api):
         rows.claim(
             [Message.objects.get(pk=pk), Message.objects.get(pk=pk)], Message.objects.get(pk=pk).accepted_at
         )
+
+
+def test_a_record_that_raises_fails_its_own_job_and_the_others_are_recorded(api, provider, monkeypatch):
+    from messaging.delivery import engine as engine_module
+
+    ids = [api.post("/api/schedule-sms", {**GOOD, "contactId": f"c-{i}"}).json()["id"] for i in range(3)]
+    bad = ids[1]
+    real_record = engine_module.outcomes.record
+
+    def record(pairs):
+        if any(str(message.pk) == bad for message, _ in pairs):
+            raise TypeError("an answer this code cannot store")
+        return real_record(pairs)
+
+    monkeypatch.setattr(engine_module.outcomes, "record", record)
+    results = {}
+
+    def done(delivery, result, error):
+        results[delivery.message_id] = (result, type(error).__name__ if error else None)
+
+    engine = Engine(capacity=3)
+    messages = {str(m.pk): m for m in Message.objects.filter(pk__in=ids)}
+    engine.submit([Delivery(pk, messages[pk].rq_job_id, done) for pk in ids])
+    for _ in range(50):  # bounded: without the one-by-one fallback the engine retries its write forever
+        engine.step()
+        if not engine.open:
+            break
+        engine.wait(0.1)
+    assert results.get(bad) == ("error", "TypeError")
+    assert {pk: results[pk][0] for pk in ids if pk != bad} == {pk: "sent" for pk in ids if pk != bad}
+    assert Message.objects.get(pk=bad).status == "sending"  # left for the sweep to settle as interrupted

@@ -25,9 +25,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
@@ -40,7 +38,7 @@ from messaging.models import Message
 from messaging.workspaces import workspace_get
 
 from . import gate, outbox, outcomes, rows, senders
-from .channels import Attempt
+from .deliveries import Delivery, first_per_message
 
 logger = logging.getLogger(__name__)
 
@@ -49,31 +47,6 @@ logger = logging.getLogger(__name__)
 CLAIM_AHEAD_SECONDS = 0.02
 # After a database error the engine retries its writes after this many seconds.
 DATABASE_RETRY_SECONDS = 1.0
-
-
-@dataclass(eq=False)
-class Delivery:
-    """One message to deliver for one job.
-
-    `job_id`: the RQ job asking (the message must still point at it; None accepts any). `batch`: part
-    of a batch job (a deferral moves it to a new batch job, and it may wait longer for rate slots).
-    `on_done(delivery, result, error)` is called once, from the engine's thread, with a short result
-    ("sent", "retry in 2.0s: ...", "skipped: ...", "deferred ...") or the exception that stopped it.
-    """
-
-    message_id: str
-    job_id: str | None
-    on_done: Callable[[Delivery, str, BaseException | None], None]
-    batch: bool = False
-    message: Message | None = None
-    send_at: float = 0.0  # time.monotonic() at which its call may start (its delivery-rate slot)
-    deadline: float = 0.0  # and by which it must have started, when it holds a slot
-    limited: bool = False  # holds a delivery-rate slot
-    # time.monotonic() at which its claim was written (its call is then made or about to be); 0 while
-    # it is not claimed or once it is done. The worker's watchdog times a delivery job by this.
-    call_started: float = 0.0
-    attempt: Attempt | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Engine:
@@ -167,6 +140,35 @@ class Engine:
                 logger.exception("delivery engine: database error; retrying in %.0fs", DATABASE_RETRY_SECONDS)
                 self._retry_writes_at = time.monotonic() + DATABASE_RETRY_SECONDS
                 connection.close()
+            except Exception:  # noqa: BLE001 - one bad record must not stall every delivery behind it
+                logger.exception("delivery engine: a grouped write raised; writing one delivery at a time")
+                self._write_one_by_one()
+
+    def _write_one_by_one(self) -> None:
+        """Record finished deliveries and move deferred ones each in a transaction of its own, after a
+        grouped write raised something other than a database error. A delivery whose own write raises
+        is done with that error (its job fails; a message left `sending` is settled by the sweep as
+        interrupted). Claims wait for the next grouped write."""
+        finished, self._finished = self._finished, []
+        deferred, self._deferred = self._deferred, []
+        for delivery in finished:
+            try:
+                with transaction.atomic():
+                    [result] = outcomes.record([(delivery.message, delivery.attempt)])
+            except Exception as exc:  # noqa: BLE001 - reported as the job's failure
+                logger.exception("delivery engine: recording message %s raised", delivery.message_id)
+                self._done(delivery, "error", exc)
+            else:
+                self._done(delivery, result or "skipped: settled elsewhere meanwhile")
+        for item in deferred:
+            try:
+                with transaction.atomic():
+                    self._defer([item])
+            except Exception as exc:  # noqa: BLE001 - reported as the job's failure
+                logger.exception("delivery engine: deferring message %s raised", item[0].message_id)
+                self._done(item[0], "error", exc)
+            else:
+                self._done(item[0], item[2])
 
     def _load(self) -> None:
         with self._lock:
@@ -302,9 +304,9 @@ class Engine:
         # One claim and one move per message in a write: two deliveries of one message (a job and
         # the job a sweep gave it meanwhile) are told apart by the next write, where the stale one
         # fails its conditions.
-        to_claim, later = _first_per_message(self._ready, free)
+        to_claim, later = first_per_message(self._ready, free)
         self._ready = later + self._ready[len(to_claim) + len(later) :]
-        deferred, self._deferred = _first_per_message(self._deferred, len(self._deferred), key=lambda d: d[0])
+        deferred, self._deferred = first_per_message(self._deferred, len(self._deferred), key=lambda d: d[0])
         finished, unclaim = self._finished, self._unclaim
         if not (to_claim or finished or deferred or unclaim):
             self._deferred = deferred + self._deferred
@@ -397,20 +399,3 @@ class Engine:
             wait = min(wait, when - (CLAIM_AHEAD_SECONDS if phase == "slot" else 0) - now)
         if wait > 0:
             self._wake.wait(wait)
-
-
-def _first_per_message(items: list, limit: int, key: Callable = lambda d: d) -> tuple[list, list]:
-    """Split off up to `limit` items of `items`, at most one per message, in order; return (taken,
-    passed over): the passed-over items are the later deliveries of a message already taken, up to
-    the last item looked at."""
-    taken, passed, seen = [], [], set()
-    for item in items:
-        if len(taken) >= limit:
-            break
-        pk = str(key(item).message.pk)
-        if pk in seen:
-            passed.append(item)
-        else:
-            seen.add(pk)
-            taken.append(item)
-    return taken, passed
