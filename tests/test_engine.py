@@ -90,3 +90,45 @@ def test_a_record_that_raises_fails_its_own_job_and_the_others_are_recorded(api,
     assert results.get(bad) == ("error", "TypeError")
     assert {pk: results[pk][0] for pk in ids if pk != bad} == {pk: "sent" for pk in ids if pk != bad}
     assert Message.objects.get(pk=bad).status == "sending"  # left for the sweep to settle as interrupted
+
+
+def test_one_workspaces_slow_calls_leave_delivery_threads_for_other_workspaces(api, provider, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from messaging.delivery import senders
+
+    real_send, release, started = senders.send, threading.Event(), []
+
+    def send(message, send_at, deadline):
+        started.append(message.workspace_id)
+        if message.workspace.external_id == "66338":
+            release.wait(10)  # a callback receiver answering at its deadline
+        return real_send(message, send_at, deadline)
+
+    monkeypatch.setattr(senders, "send", send)
+    slow = [api.post("/api/schedule-sms", {**GOOD, "contactId": f"c-{i}"}).json()["id"] for i in range(8)]
+    other = api.post("/api/schedule-sms", {**GOOD, "workspaceId": "70001"}).json()["id"]
+    messages = {str(m.pk): m for m in Message.objects.filter(pk__in=[*slow, other])}
+    results = {}
+
+    def done(delivery, result, error):
+        results[delivery.message_id] = result
+
+    pool = ThreadPoolExecutor(8)
+    engine = Engine(pool=pool, capacity=8)
+    engine.submit([Delivery(pk, messages[pk].rq_job_id, done) for pk in [*slow, other]])
+    deadline = time.monotonic() + 5
+    while other not in results and time.monotonic() < deadline:
+        engine.step()
+        engine.wait(0.05)
+    slow_in_calls = sum(1 for pk in slow if pk not in results)
+    other_before_release = results.get(other)
+    release.set()
+    while engine.open and time.monotonic() < deadline + 10:
+        engine.step()
+        engine.wait(0.05)
+    pool.shutdown()
+    assert other_before_release == "sent", "the other workspace waited behind the slow one"
+    assert slow_in_calls == 8  # none of the slow calls had returned meanwhile
+    assert [results[pk] for pk in slow] == ["sent"] * 8

@@ -35,16 +35,19 @@ class Delivery:
     extra: dict = field(default_factory=dict)
 
 
-def first_per_message(items: list, limit: int, key: Callable = lambda d: d) -> tuple[list, list]:
+def first_per_message(
+    items: list, limit: int, key: Callable = lambda d: d, allow: Callable | None = None
+) -> tuple[list, list]:
     """Split off up to `limit` items of `items`, at most one per message, in order; return (taken,
-    passed over): the passed-over items are the later deliveries of a message already taken, up to
-    the last item looked at."""
+    passed over): the passed-over items are the later deliveries of a message already taken, and
+    those `allow(delivery)` refused, up to the last item looked at."""
     taken, passed, seen = [], [], set()
     for item in items:
         if len(taken) >= limit:
             break
-        pk = str(key(item).message.pk)
-        if pk in seen:
+        delivery = key(item)
+        pk = str(delivery.message.pk)
+        if pk in seen or (allow is not None and not allow(delivery)):
             passed.append(item)
         else:
             seen.add(pk)

@@ -25,6 +25,8 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 # A delivery whose rate slot is this close is claimed and handed to a delivery thread, which waits
 # out the rest; the call then starts within a few milliseconds of its slot.
 CLAIM_AHEAD_SECONDS = 0.02
+# The share of a process's delivery threads one workspace's calls may never take (see _within_share).
+WORKSPACE_RESERVE_FRACTION = 0.125
 # After a database error the engine retries its writes after this many seconds.
 DATABASE_RETRY_SECONDS = 1.0
 
@@ -74,6 +78,7 @@ class Engine:
         self._unclaim: list[Delivery] = []
         self._retry_writes_at = 0.0
         self._draining = False
+        self._over_share = False  # the last write passed over ready deliveries of a workspace at its share
         self._unslotted_later: list[Delivery] = []
 
     # --- submitting -------------------------------------------------------------------------------
@@ -304,8 +309,9 @@ class Engine:
         # One claim and one move per message in a write: two deliveries of one message (a job and
         # the job a sweep gave it meanwhile) are told apart by the next write, where the stale one
         # fails its conditions.
-        to_claim, later = first_per_message(self._ready, free)
+        to_claim, later = first_per_message(self._ready, free, allow=self._within_share())
         self._ready = later + self._ready[len(to_claim) + len(later) :]
+        self._over_share = len(later) > 0
         deferred, self._deferred = first_per_message(self._deferred, len(self._deferred), key=lambda d: d[0])
         finished, unclaim = self._finished, self._unclaim
         if not (to_claim or finished or deferred or unclaim):
@@ -343,6 +349,24 @@ class Engine:
         for delivery in to_claim:
             if delivery in claimed:
                 self._start(delivery)
+
+    def _within_share(self) -> Callable[[Delivery], bool]:
+        """A check that keeps one workspace from taking the last delivery threads: a workspace holds at
+        most `capacity` minus WORKSPACE_RESERVE_FRACTION of it (at least one thread) in calls, so slow
+        calls of one workspace (a callback receiver answering at its deadline) leave threads for the
+        others. A lone workspace loses only that reserve."""
+        reserve = max(1, int(self.capacity * WORKSPACE_RESERVE_FRACTION)) if self.capacity > 1 else 0
+        share = self.capacity - reserve
+        held = Counter(d.message.workspace_id for d in self._sending.values())
+
+        def allow(delivery: Delivery) -> bool:
+            workspace = delivery.message.workspace_id
+            if held[workspace] >= share:
+                return False
+            held[workspace] += 1
+            return True
+
+        return allow
 
     def _start(self, delivery: Delivery) -> None:
         if self.pool is None:
@@ -391,7 +415,9 @@ class Engine:
             return
         if self._incoming or self._unslotted or self._unclaim or self._finished or self._deferred:
             return
-        if any(f.done() for f in self._sending) or (self._ready and len(self._sending) < self.capacity):
+        if any(f.done() for f in self._sending):
+            return
+        if self._ready and len(self._sending) < self.capacity and not self._over_share:
             return
         wait = timeout
         if self._timers:
