@@ -26,7 +26,8 @@ from .formats import normalize_email_address, normalize_phone_number, sms_segmen
 from .lib import netguard
 from .models import Workspace
 
-MAX_ID_LENGTH = 100
+MAX_ID_LENGTH = 100  # characters, for workspace, contact and client message IDs
+MAX_RATE_LIMIT_KEY_LENGTH = 200  # characters
 MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
 MAX_METADATA_KEYS = 50
 MAX_METADATA_DEPTH = 5
@@ -56,26 +57,79 @@ class Errors:
 
 
 # --- Identifiers ----------------------------------------------------------------------------------
+#
+# Identifiers (workspaceId / workspace_id, contactId / contact_id, message_id, rate_limit_key) end up
+# in dashboard links, log lines, Redis keys and provider calls (the workspace ID in the Email API's
+# `X-Workspace-Id` header), so each character must be printable: `str.isprintable()`, which refuses
+# every Unicode "Other" (Cc controls such as CR, LF, TAB and NUL; Cf format characters such as bidi
+# controls, zero-width characters and the BOM; Cs lone surrogates; Co private use; Cn unassigned) and
+# "Separator" (Zl, Zp, and Zs other than the ASCII space). Non-ASCII letters are allowed: the dashboard
+# percent-encodes IDs in its links (dashboard/converters.py) and the Email API client encodes the
+# header (messaging.providers.email.workspace_header).
 
 
-def clean_identifier(value: Any, name: str, errors: Errors, *, required: bool = True) -> str:
-    """Return an ID sent as a JSON string or integer as its exact string form ('' when absent).
+def _identifier_problem(text: str, max_length: int) -> str:
+    """The reason `text` is not a valid identifier, or '' when it is."""
+    if len(text) > max_length:
+        return f"Must be at most {max_length} characters."
+    if not text.strip():
+        return "Must not be blank."
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        return (
+            f"Must contain only printable characters (found U+{ord(bad):04X}: control, format, "
+            "line-separator and zero-width characters are refused)."
+        )
+    return ""
 
-    Integers become their decimal string (66338 -> "66338"); booleans, floats, objects and empty strings
-    are errors. Strings are kept exactly (no trimming) up to MAX_ID_LENGTH characters.
+
+def clean_identifier(
+    value: Any,
+    name: str,
+    errors: Errors,
+    *,
+    required: bool = True,
+    max_length: int = MAX_ID_LENGTH,
+    integers: bool = True,
+) -> str:
+    """Return an ID sent as a JSON string or integer as its exact string form ('' when absent or bad).
+
+    Integers (when `integers`) become their decimal string (66338 -> "66338"); booleans, floats,
+    objects and empty strings are errors. Strings are kept exactly (no trimming): at most
+    `max_length` characters, not blank, every character printable (see the comment above).
+    Problems are recorded on `name`.
     """
     if value is None or value == "":
         if required:
             errors.add(name, "This field is required.")
         return ""
+    if not integers and not isinstance(value, str):
+        errors.add(name, "Must be a string.")
+        return ""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         errors.add(name, "Must be a string or an integer.")
         return ""
     text = str(value)
-    if len(text) > MAX_ID_LENGTH:
-        errors.add(name, f"Must be at most {MAX_ID_LENGTH} characters.")
+    problem = _identifier_problem(text, max_length)
+    if problem:
+        errors.add(name, problem)
         return ""
     return text
+
+
+def clean_workspace_id(value: Any, name: str, errors: Errors) -> str:
+    """Return a workspace ID (field `name`) as its exact string, or '' after recording why it is bad.
+
+    The earlier service's rule on top of clean_identifier's: an integer must be >= 1, and a string
+    must not start or end with whitespace (so `0`, `-1`, `" "` and `" 66338"` are refused).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        errors.add(name, "Must be at least 1 when it is a number.")
+        return ""
+    if isinstance(value, str) and value and value.strip() and value != value.strip():
+        errors.add(name, "Must not start or end with whitespace.")
+        return ""
+    return clean_identifier(value, name, errors)
 
 
 def clean_text(value: Any, name: str, errors: Errors, *, max_length: int, required: bool = True) -> str:
@@ -149,8 +203,9 @@ def clean_schedule(
     - `scheduled_for` is ISO 8601. With an offset or "Z" it is exact; without one it is wall-clock time
       in the workspace's IANA zone `tz_name`. A wall-clock time that does not exist (skipped by a DST
       change) or occurs twice (repeated by one) is an error rather than a guess.
-    - A time in the past sends now; more than SCHEDULE_MAX_DAYS ahead is an error; both fields at once
-      is an error.
+    - A time in the past sends now; more than SCHEDULE_MAX_DAYS ahead is an error, and so is one
+      before 1970-01-01 UTC (a placeholder date) or one that leaves years 1-9999 in UTC; both
+      fields at once is an error. Never raises: every problem is recorded on `errors`.
     """
     now = now or timezone.now()
     has_delay = delay is not None
@@ -184,7 +239,17 @@ def clean_schedule(
     return when.astimezone(UTC)
 
 
+# The earliest `scheduledFor` taken (UTC). Any time before it is a zero or placeholder date (Go's
+# zero time is 0001-01-01T00:00:00Z), not a send time; later past times send now.
+EARLIEST_SCHEDULED_FOR = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime | None:
+    """Return `value` (ISO 8601) as an aware UTC datetime, or None after recording why it is not one.
+
+    Times at the ends of the date range (0001-01-01, 9999-12-31 in a zone whose UTC time leaves
+    years 1-9999) are errors, not exceptions.
+    """
     if not isinstance(value, str):
         errors.add("scheduledFor", "Must be an ISO 8601 date-time string.")
         return None
@@ -193,8 +258,23 @@ def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime |
     except ValueError:
         errors.add("scheduledFor", "Is not an ISO 8601 date-time (e.g. 2030-03-27T09:30:00Z).")
         return None
-    if parsed.tzinfo is not None:
-        return parsed
+    try:
+        when = parsed if parsed.tzinfo is not None else _wall_clock(parsed, tz_name, value, errors)
+        if when is None:
+            return None
+        when = when.astimezone(UTC)
+    except (OverflowError, ValueError):
+        errors.add("scheduledFor", f"{value} is outside the range of times that can be scheduled.")
+        return None
+    if when < EARLIEST_SCHEDULED_FOR:
+        errors.add("scheduledFor", "Must not be before 1970-01-01T00:00:00Z (a placeholder date?).")
+        return None
+    return when
+
+
+def _wall_clock(parsed: datetime, tz_name: str, value: str, errors: Errors) -> datetime | None:
+    """Naive `parsed` read in zone `tz_name`; None after recording a DST gap or repeat. Raises
+    OverflowError when the time leaves the datetime range in UTC."""
     zone = zoneinfo.ZoneInfo(tz_name or "UTC")
     first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
     round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
@@ -217,7 +297,7 @@ def workspace_id_of(data: dict[str, Any], name: str) -> str:
     The API reads it before validating anything else, to check the API key's scope and look the
     workspace up once; the clean_* functions then report what is wrong with the field, if anything.
     """
-    return clean_identifier(data.get(name), name, Errors())
+    return clean_workspace_id(data.get(name), name, Errors())
 
 
 def _zone_and_region(workspace: Workspace | None) -> tuple[str, str]:
@@ -239,7 +319,7 @@ def clean_sms_request(
     (aware UTC or None), segments, encoding. Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
-    workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
+    workspace_id = clean_workspace_id(data.get("workspaceId"), "workspaceId", errors)
     contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
     body = clean_text(data.get("message"), "message", errors, max_length=MAX_SMS_LENGTH)
     media_url = clean_url(data.get("mediaUrl"), "mediaUrl", errors)
@@ -289,7 +369,7 @@ def clean_email_request(
     add mail headers). Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
-    workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
+    workspace_id = clean_workspace_id(data.get("workspaceId"), "workspaceId", errors)
     contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
     subject = clean_text(data.get("subject"), "subject", errors, max_length=MAX_EMAIL_SUBJECT_LENGTH)
     if subject and any(c in subject for c in "\r\n\0"):
@@ -355,11 +435,17 @@ def clean_ai_request(data: dict[str, Any], *, workspace: Workspace | None) -> di
     phone_number (E.164 or ''). Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
-    workspace_id = clean_identifier(data.get("workspace_id"), "workspace_id", errors)
+    workspace_id = clean_workspace_id(data.get("workspace_id"), "workspace_id", errors)
     contact_id = clean_identifier(data.get("contact_id"), "contact_id", errors)
     message_id = clean_identifier(data.get("message_id"), "message_id", errors)
     text = clean_text(data.get("message_text"), "message_text", errors, max_length=MAX_AI_MESSAGE_LENGTH)
-    rate_limit_key = clean_text(data.get("rate_limit_key"), "rate_limit_key", errors, max_length=200)
+    rate_limit_key = clean_identifier(
+        data.get("rate_limit_key"),
+        "rate_limit_key",
+        errors,
+        max_length=MAX_RATE_LIMIT_KEY_LENGTH,
+        integers=False,
+    )
     callback_url = clean_callback_url(data.get("callback_url"), "callback_url", errors)
     phone_number = ""
     phone = clean_text(data.get("phone_number"), "phone_number", errors, max_length=64, required=False)
