@@ -11,7 +11,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from django.test import Client
 
-from messaging.models import Status
+from messaging.models import SandboxReceipt, Status
 from tests import factories
 
 ODD_IDS = [
@@ -117,3 +117,24 @@ def test_each_workspace_page_answers_in_every_window_with_a_filter_link_to_its_m
         assert listing.status_code == 200
         shown = {m.workspace.external_id for m in listing.context["page"].items}
         assert shown == {external_id}, (external_id, shown)
+
+
+def test_the_sandbox_page_answers_for_any_idempotency_key_a_client_sent(staff):
+    keys = ["a/b", "../../admin/", "日本", "x" * 255, "12345678-1234-5678-1234-567812345678"]
+    for key in keys:
+        SandboxReceipt.objects.create(
+            endpoint="sms", path="/sandbox/sms/send-sms", idempotency_key=key, payload={}, response_status=200
+        )
+    response = staff.get("/sandbox/received/")
+    assert response.status_code == 200
+    # Only the key that can be a message id is a link.
+    links = re.findall(r'href="(/messages/[^"]+)"', response.content.decode())
+    assert links == [f"/messages/{keys[-1]}/"], links
+
+
+@pytest.mark.parametrize("before", ["²", "٣", "99999999999999999999999999", "-1", "abc"])
+def test_the_sandbox_page_answers_for_any_cursor(staff, before):
+    SandboxReceipt.objects.create(
+        endpoint="sms", path="/sandbox/sms/send-sms", payload={}, response_status=200
+    )
+    assert staff.get(f"/sandbox/received/?before={before}").status_code == 200
