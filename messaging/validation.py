@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +21,13 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
-from .formats import normalize_email_address, normalize_phone_number, sms_segments
+from .formats import (
+    check_identifier,
+    normalize_email_address,
+    normalize_phone_number,
+    parse_scheduled_for,
+    sms_segments,
+)
 from .lib import netguard
 from .models import Workspace
 
@@ -57,30 +62,7 @@ class Errors:
 
 
 # --- Identifiers ----------------------------------------------------------------------------------
-#
-# Identifiers (workspaceId / workspace_id, contactId / contact_id, message_id, rate_limit_key) end up
-# in dashboard links, log lines, Redis keys and provider calls (the workspace ID in the Email API's
-# `X-Workspace-Id` header), so each character must be printable: `str.isprintable()`, which refuses
-# every Unicode "Other" (Cc controls such as CR, LF, TAB and NUL; Cf format characters such as bidi
-# controls, zero-width characters and the BOM; Cs lone surrogates; Co private use; Cn unassigned) and
-# "Separator" (Zl, Zp, and Zs other than the ASCII space). Non-ASCII letters are allowed: the dashboard
-# percent-encodes IDs in its links (dashboard/converters.py) and the Email API client encodes the
-# header (messaging.providers.email.workspace_header).
-
-
-def _identifier_problem(text: str, max_length: int) -> str:
-    """The reason `text` is not a valid identifier, or '' when it is."""
-    if len(text) > max_length:
-        return f"Must be at most {max_length} characters."
-    if not text.strip():
-        return "Must not be blank."
-    if not text.isprintable():
-        bad = next(c for c in text if not c.isprintable())
-        return (
-            f"Must contain only printable characters (found U+{ord(bad):04X}: control, format, "
-            "line-separator and zero-width characters are refused)."
-        )
-    return ""
+# What an identifier may hold, and why: messaging.formats.check_identifier.
 
 
 def clean_identifier(
@@ -96,7 +78,7 @@ def clean_identifier(
 
     Integers (when `integers`) become their decimal string (66338 -> "66338"); booleans, floats,
     objects and empty strings are errors. Strings are kept exactly (no trimming): at most
-    `max_length` characters, not blank, every character printable (see the comment above).
+    `max_length` characters, not blank, every character printable (formats.check_identifier).
     Problems are recorded on `name`.
     """
     if value is None or value == "":
@@ -110,9 +92,10 @@ def clean_identifier(
         errors.add(name, "Must be a string or an integer.")
         return ""
     text = str(value)
-    problem = _identifier_problem(text, max_length)
-    if problem:
-        errors.add(name, problem)
+    try:
+        check_identifier(text, max_length)
+    except ValueError as exc:
+        errors.add(name, str(exc))
         return ""
     return text
 
@@ -239,52 +222,16 @@ def clean_schedule(
     return when.astimezone(UTC)
 
 
-# The earliest `scheduledFor` taken (UTC). Any time before it is a zero or placeholder date (Go's
-# zero time is 0001-01-01T00:00:00Z), not a send time; later past times send now.
-EARLIEST_SCHEDULED_FOR = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime | None:
-    """Return `value` (ISO 8601) as an aware UTC datetime, or None after recording why it is not one.
-
-    Times at the ends of the date range (0001-01-01, 9999-12-31 in a zone whose UTC time leaves
-    years 1-9999) are errors, not exceptions.
-    """
+    """`value` as an aware UTC datetime (formats.parse_scheduled_for), or None after recording why not."""
     if not isinstance(value, str):
         errors.add("scheduledFor", "Must be an ISO 8601 date-time string.")
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        errors.add("scheduledFor", "Is not an ISO 8601 date-time (e.g. 2030-03-27T09:30:00Z).")
+        return parse_scheduled_for(value, tz_name)
+    except ValueError as exc:
+        errors.add("scheduledFor", str(exc))
         return None
-    try:
-        when = parsed if parsed.tzinfo is not None else _wall_clock(parsed, tz_name, value, errors)
-        if when is None:
-            return None
-        when = when.astimezone(UTC)
-    except (OverflowError, ValueError):
-        errors.add("scheduledFor", f"{value} is outside the range of times that can be scheduled.")
-        return None
-    if when < EARLIEST_SCHEDULED_FOR:
-        errors.add("scheduledFor", "Must not be before 1970-01-01T00:00:00Z (a placeholder date?).")
-        return None
-    return when
-
-
-def _wall_clock(parsed: datetime, tz_name: str, value: str, errors: Errors) -> datetime | None:
-    """Naive `parsed` read in zone `tz_name`; None after recording a DST gap or repeat. Raises
-    OverflowError when the time leaves the datetime range in UTC."""
-    zone = zoneinfo.ZoneInfo(tz_name or "UTC")
-    first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
-    round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
-    if round_trip != parsed:
-        errors.add("scheduledFor", f"{value} does not exist in {zone.key} (DST change); add an offset.")
-        return None
-    if first.utcoffset() != second.utcoffset():
-        errors.add("scheduledFor", f"{value} occurs twice in {zone.key} (DST change); add an offset.")
-        return None
-    return first
 
 
 # --- Whole requests -------------------------------------------------------------------------------
