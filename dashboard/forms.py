@@ -17,7 +17,9 @@ class MessageFilterForm(forms.Form):
 
     channel = forms.ChoiceField(choices=[("", "Any channel"), *Channel.choices], required=False)
     status = forms.ChoiceField(choices=[("", "Any status"), *Status.choices], required=False)
-    workspace = forms.CharField(required=False, max_length=100, label="Workspace ID")
+    # Not stripped: a workspace page links here with its exact ID, and older rows may hold IDs with
+    # surrounding spaces; a typed ID with stray spaces still finds its workspace (clean_workspace).
+    workspace = forms.CharField(required=False, max_length=100, label="Workspace ID", strip=False)
     recipient = forms.CharField(required=False, max_length=320, label="Recipient contains")
     error = forms.CharField(required=False, max_length=200, label="Error contains")
     date_from = forms.DateField(
@@ -28,10 +30,10 @@ class MessageFilterForm(forms.Form):
     )
 
     def clean_workspace(self) -> Workspace | None:
-        value = self.cleaned_data["workspace"].strip()
-        if not value:
+        value = self.cleaned_data["workspace"]
+        if not value.strip():
             return None
-        workspace = workspace_lookup(value)
+        workspace = workspace_lookup(value) or workspace_lookup(value.strip())
         if workspace is None:
             raise forms.ValidationError(f"No workspace with ID {value!r}.")
         return workspace

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, register_converter
 
-from . import views
+from . import converters, views
+
+register_converter(converters.WorkspaceIdConverter, "workspace_id")
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("overview/live", views.overview_live, name="overview-live"),
-    path("workspaces/<path:external_id>/", views.workspace_detail, name="workspace"),
+    path("workspaces/<workspace_id:external_id>/", views.workspace_detail, name="workspace"),
     path("messages/", views.message_list, name="messages"),
     path("messages/<str:message_id>/", views.message_detail, name="message"),
     path("messages/<str:message_id>/live", views.message_live, name="message-live"),

@@ -134,6 +134,14 @@ def _message_or_404(message_id: str) -> Message:
     return get_object_or_404(Message.objects.select_related("workspace"), pk=pk)
 
 
+def _message_url(key: str) -> str | None:
+    """The dashboard URL of the message whose id is `key`, or None when `key` is not a UUID."""
+    try:
+        return reverse("dashboard:message", args=[uuid.UUID(key)])
+    except ValueError:
+        return None
+
+
 def _job_url(message: Message) -> str | None:
     index = get_queues_map().get(message.channel)
     if index is None or not message.rq_job_id:
@@ -361,7 +369,12 @@ def sandbox(request: HttpRequest) -> HttpResponse:
     if endpoint not in SandboxReceipt.Endpoint.values:
         endpoint = ""
     before = request.GET.get("before", "")
-    page = selectors.sandbox_receipts(endpoint=endpoint, before_id=int(before) if before.isdigit() else None)
+    # ASCII digits only (str.isdigit() takes "²") and no more than a bigint holds.
+    before_id = int(before) if before.isascii() and before.isdigit() and len(before) <= 18 else None
+    page = selectors.sandbox_receipts(endpoint=endpoint, before_id=before_id)
+    for receipt in page.items:
+        # Any client may send the sandbox any Idempotency-Key: only a message id gets a link.
+        receipt.message_url = _message_url(receipt.idempotency_key)
     return render(
         request,
         "dashboard/sandbox.html",

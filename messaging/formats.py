@@ -1,11 +1,13 @@
 """Formats of what clients send, each checked or converted by one pure function: E.164 phone numbers,
-SMS segment counts, sendable email addresses. They raise ValueError with a readable reason (or return
+SMS segment counts, sendable email addresses, identifiers, schedule times. They raise ValueError with a readable reason (or return
 a value); messaging.validation turns those into field errors.
 """
 
 from __future__ import annotations
 
 import math
+import zoneinfo
+from datetime import UTC, datetime
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -71,3 +73,72 @@ def normalize_email_address(value: str) -> str:
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
     return validated.ascii_email or validated.normalized
+
+
+# --- Identifiers ----------------------------------------------------------------------------------
+#
+# Identifiers (workspaceId / workspace_id, contactId / contact_id, message_id, rate_limit_key) end up
+# in dashboard links, log lines, Redis keys and provider calls (the workspace ID in the Email API's
+# `X-Workspace-Id` header), so each character must be printable: `str.isprintable()`, which refuses
+# every Unicode "Other" (Cc controls such as CR, LF, TAB and NUL; Cf format characters such as bidi
+# controls, zero-width characters and the BOM; Cs lone surrogates; Co private use; Cn unassigned) and
+# "Separator" (Zl, Zp, and Zs other than the ASCII space). Non-ASCII letters are allowed: the dashboard
+# percent-encodes IDs in its links (dashboard/converters.py) and the Email API client encodes the
+# header (messaging.providers.email.workspace_header).
+
+
+def check_identifier(text: str, max_length: int) -> None:
+    """Raise ValueError with the reason when `text` is not an identifier: more than `max_length`
+    characters, blank, or holding a character that is not printable (see the comment above)."""
+    if len(text) > max_length:
+        raise ValueError(f"Must be at most {max_length} characters.")
+    if not text.strip():
+        raise ValueError("Must not be blank.")
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise ValueError(
+            f"Must contain only printable characters (found U+{ord(bad):04X}: control, format, "
+            "line-separator and zero-width characters are refused)."
+        )
+
+
+# --- Schedule times -------------------------------------------------------------------------------
+
+# The earliest `scheduledFor` taken (UTC). Any time before it is a zero or placeholder date (Go's
+# zero time is 0001-01-01T00:00:00Z), not a send time; later past times send now.
+EARLIEST_SCHEDULED_FOR = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_scheduled_for(value: str, tz_name: str) -> datetime:
+    """Return ISO 8601 `value` as an aware UTC datetime; raise ValueError with the reason otherwise.
+
+    With an offset or "Z" the time is exact; without one it is wall-clock time in IANA zone `tz_name`
+    ('' = UTC), and a wall-clock time that does not exist (skipped by a DST change) or occurs twice
+    (repeated by one) is an error rather than a guess. A time before EARLIEST_SCHEDULED_FOR, or one
+    that leaves years 1-9999 in UTC (0001-01-01T00:00:00 in Tokyo, 9999-12-31T23:59:59 in New York),
+    is an error too.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("Is not an ISO 8601 date-time (e.g. 2030-03-27T09:30:00Z).") from None
+    try:
+        when = (parsed if parsed.tzinfo is not None else _wall_clock(parsed, tz_name, value)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value} is outside the range of times that can be scheduled.") from None
+    if when < EARLIEST_SCHEDULED_FOR:
+        raise ValueError("Must not be before 1970-01-01T00:00:00Z (a placeholder date?).")
+    return when
+
+
+def _wall_clock(parsed: datetime, tz_name: str, value: str) -> datetime:
+    """Naive `parsed` read in zone `tz_name`. Raises ValueError for a DST gap or repeat, and
+    OverflowError when the time leaves the datetime range in UTC."""
+    zone = zoneinfo.ZoneInfo(tz_name or "UTC")
+    first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
+    round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if round_trip != parsed:
+        raise ValueError(f"{value} does not exist in {zone.key} (DST change); add an offset.")
+    if first.utcoffset() != second.utcoffset():
+        raise ValueError(f"{value} occurs twice in {zone.key} (DST change); add an offset.")
+    return first

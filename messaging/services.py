@@ -166,6 +166,8 @@ def _requeue_failed(pk: Any, job_id: str, now: datetime) -> int:
     """Move message `pk` from failed to queued with a fresh set of attempts and job `job_id`.
 
     Conditional on the message still being failed; returns the number of rows moved (0 or 1).
+    The backoff's step is counted from here (delivery.outcomes.attempt_in_round reads it from
+    max_attempts - DELIVERY_MAX_ATTEMPTS), so the backoff starts again from its first step.
     """
     return Message.objects.filter(pk=pk, status=Status.FAILED).update(
         status=Status.QUEUED,

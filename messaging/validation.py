@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,11 +21,18 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
-from .formats import normalize_email_address, normalize_phone_number, sms_segments
+from .formats import (
+    check_identifier,
+    normalize_email_address,
+    normalize_phone_number,
+    parse_scheduled_for,
+    sms_segments,
+)
 from .lib import netguard
 from .models import Workspace
 
-MAX_ID_LENGTH = 100
+MAX_ID_LENGTH = 100  # characters, for workspace, contact and client message IDs
+MAX_RATE_LIMIT_KEY_LENGTH = 200  # characters
 MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
 MAX_METADATA_KEYS = 50
 MAX_METADATA_DEPTH = 5
@@ -56,26 +62,57 @@ class Errors:
 
 
 # --- Identifiers ----------------------------------------------------------------------------------
+# What an identifier may hold, and why: messaging.formats.check_identifier.
 
 
-def clean_identifier(value: Any, name: str, errors: Errors, *, required: bool = True) -> str:
-    """Return an ID sent as a JSON string or integer as its exact string form ('' when absent).
+def clean_identifier(
+    value: Any,
+    name: str,
+    errors: Errors,
+    *,
+    required: bool = True,
+    max_length: int = MAX_ID_LENGTH,
+    integers: bool = True,
+) -> str:
+    """Return an ID sent as a JSON string or integer as its exact string form ('' when absent or bad).
 
-    Integers become their decimal string (66338 -> "66338"); booleans, floats, objects and empty strings
-    are errors. Strings are kept exactly (no trimming) up to MAX_ID_LENGTH characters.
+    Integers (when `integers`) become their decimal string (66338 -> "66338"); booleans, floats,
+    objects and empty strings are errors. Strings are kept exactly (no trimming): at most
+    `max_length` characters, not blank, every character printable (formats.check_identifier).
+    Problems are recorded on `name`.
     """
     if value is None or value == "":
         if required:
             errors.add(name, "This field is required.")
         return ""
+    if not integers and not isinstance(value, str):
+        errors.add(name, "Must be a string.")
+        return ""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         errors.add(name, "Must be a string or an integer.")
         return ""
     text = str(value)
-    if len(text) > MAX_ID_LENGTH:
-        errors.add(name, f"Must be at most {MAX_ID_LENGTH} characters.")
+    try:
+        check_identifier(text, max_length)
+    except ValueError as exc:
+        errors.add(name, str(exc))
         return ""
     return text
+
+
+def clean_workspace_id(value: Any, name: str, errors: Errors) -> str:
+    """Return a workspace ID (field `name`) as its exact string, or '' after recording why it is bad.
+
+    The earlier service's rule on top of clean_identifier's: an integer must be >= 1, and a string
+    must not start or end with whitespace (so `0`, `-1`, `" "` and `" 66338"` are refused).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        errors.add(name, "Must be at least 1 when it is a number.")
+        return ""
+    if isinstance(value, str) and value and value.strip() and value != value.strip():
+        errors.add(name, "Must not start or end with whitespace.")
+        return ""
+    return clean_identifier(value, name, errors)
 
 
 def clean_text(value: Any, name: str, errors: Errors, *, max_length: int, required: bool = True) -> str:
@@ -149,8 +186,9 @@ def clean_schedule(
     - `scheduled_for` is ISO 8601. With an offset or "Z" it is exact; without one it is wall-clock time
       in the workspace's IANA zone `tz_name`. A wall-clock time that does not exist (skipped by a DST
       change) or occurs twice (repeated by one) is an error rather than a guess.
-    - A time in the past sends now; more than SCHEDULE_MAX_DAYS ahead is an error; both fields at once
-      is an error.
+    - A time in the past sends now; more than SCHEDULE_MAX_DAYS ahead is an error, and so is one
+      before 1970-01-01 UTC (a placeholder date) or one that leaves years 1-9999 in UTC; both
+      fields at once is an error. Never raises: every problem is recorded on `errors`.
     """
     now = now or timezone.now()
     has_delay = delay is not None
@@ -185,26 +223,15 @@ def clean_schedule(
 
 
 def _parse_scheduled_for(value: Any, tz_name: str, errors: Errors) -> datetime | None:
+    """`value` as an aware UTC datetime (formats.parse_scheduled_for), or None after recording why not."""
     if not isinstance(value, str):
         errors.add("scheduledFor", "Must be an ISO 8601 date-time string.")
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        errors.add("scheduledFor", "Is not an ISO 8601 date-time (e.g. 2030-03-27T09:30:00Z).")
+        return parse_scheduled_for(value, tz_name)
+    except ValueError as exc:
+        errors.add("scheduledFor", str(exc))
         return None
-    if parsed.tzinfo is not None:
-        return parsed
-    zone = zoneinfo.ZoneInfo(tz_name or "UTC")
-    first, second = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
-    round_trip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
-    if round_trip != parsed:
-        errors.add("scheduledFor", f"{value} does not exist in {zone.key} (DST change); add an offset.")
-        return None
-    if first.utcoffset() != second.utcoffset():
-        errors.add("scheduledFor", f"{value} occurs twice in {zone.key} (DST change); add an offset.")
-        return None
-    return first
 
 
 # --- Whole requests -------------------------------------------------------------------------------
@@ -217,7 +244,7 @@ def workspace_id_of(data: dict[str, Any], name: str) -> str:
     The API reads it before validating anything else, to check the API key's scope and look the
     workspace up once; the clean_* functions then report what is wrong with the field, if anything.
     """
-    return clean_identifier(data.get(name), name, Errors())
+    return clean_workspace_id(data.get(name), name, Errors())
 
 
 def _zone_and_region(workspace: Workspace | None) -> tuple[str, str]:
@@ -239,7 +266,7 @@ def clean_sms_request(
     (aware UTC or None), segments, encoding. Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
-    workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
+    workspace_id = clean_workspace_id(data.get("workspaceId"), "workspaceId", errors)
     contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
     body = clean_text(data.get("message"), "message", errors, max_length=MAX_SMS_LENGTH)
     media_url = clean_url(data.get("mediaUrl"), "mediaUrl", errors)
@@ -289,7 +316,7 @@ def clean_email_request(
     add mail headers). Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
-    workspace_id = clean_identifier(data.get("workspaceId"), "workspaceId", errors)
+    workspace_id = clean_workspace_id(data.get("workspaceId"), "workspaceId", errors)
     contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
     subject = clean_text(data.get("subject"), "subject", errors, max_length=MAX_EMAIL_SUBJECT_LENGTH)
     if subject and any(c in subject for c in "\r\n\0"):
@@ -355,11 +382,17 @@ def clean_ai_request(data: dict[str, Any], *, workspace: Workspace | None) -> di
     phone_number (E.164 or ''). Raises RequestInvalid with per-field reasons.
     """
     errors = Errors()
-    workspace_id = clean_identifier(data.get("workspace_id"), "workspace_id", errors)
+    workspace_id = clean_workspace_id(data.get("workspace_id"), "workspace_id", errors)
     contact_id = clean_identifier(data.get("contact_id"), "contact_id", errors)
     message_id = clean_identifier(data.get("message_id"), "message_id", errors)
     text = clean_text(data.get("message_text"), "message_text", errors, max_length=MAX_AI_MESSAGE_LENGTH)
-    rate_limit_key = clean_text(data.get("rate_limit_key"), "rate_limit_key", errors, max_length=200)
+    rate_limit_key = clean_identifier(
+        data.get("rate_limit_key"),
+        "rate_limit_key",
+        errors,
+        max_length=MAX_RATE_LIMIT_KEY_LENGTH,
+        integers=False,
+    )
     callback_url = clean_callback_url(data.get("callback_url"), "callback_url", errors)
     phone_number = ""
     phone = clean_text(data.get("phone_number"), "phone_number", errors, max_length=64, required=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from messaging import queues, services
@@ -77,3 +78,53 @@ def test_retried_messages_are_delivered_by_a_worker(sms_provider):
     run_jobs()
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     assert len(sms_provider.log) == 4
+
+
+# --- After an operator's retry the backoff starts again from its first step -----------------------
+
+
+def _failed_after_every_attempt(ws):
+    """A message that used all DELIVERY_MAX_ATTEMPTS (3) attempts and failed on a 503."""
+    return factories.message(ws, status=Status.FAILED, error_kind="http_503", attempts=3, max_attempts=3)
+
+
+def _retry_once_more(message_id) -> Message:
+    """Run the retried message's job until its next attempt failed and it waits for the backoff."""
+    run_jobs(until=lambda: Message.objects.get(pk=message_id).attempts == 4)
+    return Message.objects.get(pk=message_id)
+
+
+@pytest.mark.parametrize("how", ["message page", "failures page"])
+@pytest.mark.django_db(transaction=True)
+def test_after_an_operators_retry_the_backoff_starts_again_from_its_first_step(sms_provider, settings, how):
+    # Steps 1 s, 10 s, 100 s, 1,000 s (capped at 300 s): continuing the old count would wait 300 s.
+    settings.RETRY_BACKOFF_BASE, settings.RETRY_BACKOFF_FACTOR = 1.0, 10.0
+    sms_provider.expect_request("/send-sms").respond_with_data("down", status=503)
+    message = _failed_after_every_attempt(factories.workspace("6", "Backoff"))
+    staff = Client()
+    staff.force_login(factories.user("staff-user"))
+    if how == "message page":
+        response = staff.post(f"/messages/{message.pk}/retry")
+    else:
+        response = staff.post("/failures/retry", {"channel": "sms", "error_kind": "http_503"})
+    assert response.status_code == 302
+
+    message = _retry_once_more(message.pk)
+
+    assert (message.status, message.attempts, message.max_attempts) == ("queued", 4, 6)
+    attempt = message.delivery_attempts.get(number=4)
+    waits = (message.next_attempt_at - attempt.started_at).total_seconds()
+    assert 1.0 <= waits < 2.0, f"the retried message waits {waits:.1f}s after its first new attempt"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_second_attempt_after_a_retry_takes_the_second_step(sms_provider, settings):
+    settings.RETRY_BACKOFF_BASE, settings.RETRY_BACKOFF_FACTOR = 0.2, 10.0
+    sms_provider.expect_request("/send-sms").respond_with_data("down", status=503)
+    message = _failed_after_every_attempt(factories.workspace("7", "Backoff 2"))
+    services.message_retry(message=message)
+    run_jobs(until=lambda: Message.objects.get(pk=message.pk).attempts == 5)
+    message = Message.objects.get(pk=message.pk)
+    attempt = message.delivery_attempts.get(number=5)
+    waits = (message.next_attempt_at - attempt.started_at).total_seconds()
+    assert 2.0 <= waits < 3.0, f"{waits:.1f}s after attempt 5, the second of its round"

@@ -38,6 +38,20 @@ def backoff_seconds(attempt: int) -> float:
     return min(delay, settings.RETRY_BACKOFF_MAX)
 
 
+def attempt_in_round(message: Message) -> int:
+    """Return the 1-based number of attempt `message.attempts` within its current round, the step of
+    the backoff after it.
+
+    A round of attempts starts when the message is accepted and again when an operator retries it
+    (services.message_retry / failed_group_retry grant DELIVERY_MAX_ATTEMPTS more attempts:
+    max_attempts = attempts so far + DELIVERY_MAX_ATTEMPTS), so the backoff after a retry starts
+    again from its first step. The round began after attempt max_attempts - DELIVERY_MAX_ATTEMPTS,
+    clamped to 0 .. attempts - 1 in case DELIVERY_MAX_ATTEMPTS changed since.
+    """
+    started_after = message.max_attempts - settings.DELIVERY_MAX_ATTEMPTS
+    return max(1, message.attempts - min(max(0, started_after), message.attempts - 1))
+
+
 def attempt_row(message: Message, result: CallResult) -> DeliveryAttempt:
     """Return the (unsaved) DeliveryAttempt for one call of attempt number `message.attempts`.
 
@@ -98,8 +112,8 @@ def settle(message: Message, attempt: Attempt, now: datetime) -> tuple[dict[str,
 
     Returns (fields to store on the message, a short description). Sent when the last call
     succeeded. A transient error with attempts left goes back to `queued` with a new job id and
-    `next_attempt_at` after the backoff or the provider's Retry-After (at most RETRY_BACKOFF_MAX
-    seconds); anything else is `failed`. Also updates `message` in memory.
+    `next_attempt_at` after the backoff (its step: attempt_in_round) or the provider's Retry-After
+    (at most RETRY_BACKOFF_MAX seconds); anything else is `failed`. Also updates `message` in memory.
     """
     result = attempt.last
     fields: dict[str, Any] = dict(attempt.fields)
@@ -119,7 +133,9 @@ def settle(message: Message, attempt: Attempt, now: datetime) -> tuple[dict[str,
         if result.transient and message.attempts < message.max_attempts:
             asked = result.retry_after
             usable = asked is not None and math.isfinite(asked) and asked >= 0
-            delay = min(asked if usable else backoff_seconds(message.attempts), settings.RETRY_BACKOFF_MAX)
+            delay = min(
+                asked if usable else backoff_seconds(attempt_in_round(message)), settings.RETRY_BACKOFF_MAX
+            )
             fields.update(
                 status=Status.QUEUED,
                 next_attempt_at=now + timedelta(seconds=delay),

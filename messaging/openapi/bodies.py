@@ -37,7 +37,7 @@ def _schedule_properties() -> dict[str, Any]:
             "nullable": True,
             "description": (
                 "ISO 8601 date-time; without an offset it is wall-clock time in the workspace's time zone. "
-                f"A past time sends now; at most {settings.SCHEDULE_MAX_DAYS} days ahead."
+                f"A past time since 1970 sends now; at most {settings.SCHEDULE_MAX_DAYS} days ahead."
             ),
         },
     }
@@ -56,7 +56,7 @@ def _schedule_sms_request() -> dict[str, Any]:
             },
             "message": {"type": "string", "minLength": 1, "maxLength": validation.MAX_SMS_LENGTH},
             "contactId": {"$ref": "#/components/schemas/Identifier"},
-            "workspaceId": {"$ref": "#/components/schemas/Identifier"},
+            "workspaceId": {"$ref": "#/components/schemas/WorkspaceId"},
             "mediaUrl": {
                 "type": "string",
                 "nullable": True,
@@ -105,7 +105,7 @@ def _schedule_email_request() -> dict[str, Any]:
             },
             "html": {"type": "string", "minLength": 1, "maxLength": validation.MAX_EMAIL_HTML_LENGTH},
             "contactId": {"$ref": "#/components/schemas/Identifier"},
-            "workspaceId": {"$ref": "#/components/schemas/Identifier"},
+            "workspaceId": {"$ref": "#/components/schemas/WorkspaceId"},
             "metadata": _metadata_schema(),
             **_schedule_properties(),
         },
@@ -124,7 +124,7 @@ def _ai_response_request() -> dict[str, Any]:
             "rate_limit_key",
         ],
         "properties": {
-            "workspace_id": {"$ref": "#/components/schemas/Identifier"},
+            "workspace_id": {"$ref": "#/components/schemas/WorkspaceId"},
             "contact_id": {"$ref": "#/components/schemas/Identifier"},
             "message_id": {"$ref": "#/components/schemas/Identifier"},
             "message_text": {"type": "string", "minLength": 1, "maxLength": validation.MAX_AI_MESSAGE_LENGTH},
@@ -137,7 +137,12 @@ def _ai_response_request() -> dict[str, Any]:
                     "private, link-local or other non-public address (unless in CALLBACK_ALLOWED_HOSTS)."
                 ),
             },
-            "rate_limit_key": {"type": "string", "minLength": 1, "maxLength": 200},
+            "rate_limit_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": validation.MAX_RATE_LIMIT_KEY_LENGTH,
+                "description": "Printable characters only (as Identifier).",
+            },
             "phone_number": {
                 "type": "string",
                 "nullable": True,

@@ -26,10 +26,30 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Identifier": {
-        "description": "An ID as the client sends it: a string or an integer, stored as its exact string.",
+        "description": (
+            "An ID as the client sends it: a string or an integer, stored as its exact string. A string "
+            "is not blank and holds printable characters only: no control characters (CR, LF, TAB, "
+            "NUL, ...), format characters (bidi controls, zero-width characters) or separators other "
+            "than the ASCII space."
+        ),
         "anyOf": [
             {"type": "string", "minLength": 1, "maxLength": validation.MAX_ID_LENGTH},
             {"type": "integer"},
+        ],
+    },
+    "WorkspaceId": {
+        "description": (
+            "A workspace ID: an Identifier that, as a number, is at least 1 and, as a string, does not "
+            "start or end with whitespace (the earlier service's rule)."
+        ),
+        "anyOf": [
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": validation.MAX_ID_LENGTH,
+                "pattern": r"^\S(.*\S)?$",
+            },
+            {"type": "integer", "minimum": 1},
         ],
     },
     "Accepted": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from django.conf import settings
 from django.utils import timezone
@@ -11,6 +12,25 @@ from .base import CallResult, ProviderClient, ProviderError
 
 if TYPE_CHECKING:
     from messaging.models import Message
+
+
+# Visible ASCII but `%`: what an encoded header value carries as it is (RFC 9110, section 5.5: a field
+# value is visible ASCII with inner spaces; obs-text bytes are not portable).
+_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+
+
+def workspace_header(external_id: str) -> str:
+    """Return a workspace's external ID as the value of the `X-Workspace-Id` header.
+
+    An ID of printable ASCII that does not start or end with a space (every numeric ID) is sent
+    unchanged. Any other (non-ASCII letters; control characters or surrounding spaces in rows
+    stored before messaging.validation refused them) is sent percent-encoded as UTF-8 (RFC 3986,
+    section 2.1; `%` and spaces are encoded too), e.g. `bücher` as `b%C3%BCcher`: an HTTP header
+    cannot carry it as it is, and the call must not fail over it.
+    """
+    if external_id.isascii() and external_id.isprintable() and external_id == external_id.strip():
+        return external_id
+    return quote(external_id, safe=_HEADER_SAFE)
 
 
 def email_payload(message: Message) -> dict:
@@ -46,8 +66,8 @@ class EmailClient(ProviderClient):
     def send(self, message: Message) -> CallResult:
         """Send one email. Returns the CallResult of a 2xx; raises ProviderError otherwise.
 
-        Headers: `X-Workspace-Id` (the workspace's external ID) and `Idempotency-Key` (the message id,
-        so a provider can drop a resend). An unset EMAIL_API_URL is a permanent error.
+        Headers: `X-Workspace-Id` (the workspace's external ID, see workspace_header) and
+        `Idempotency-Key` (the message id, so a provider can drop a resend). An unset EMAIL_API_URL is a permanent error.
         """
         if not self.base_url:
             raise ProviderError(
@@ -61,7 +81,10 @@ class EmailClient(ProviderClient):
         result = self.post_json(
             self.url,
             email_payload(message),
-            headers={"X-Workspace-Id": message.workspace.external_id, "Idempotency-Key": str(message.id)},
+            headers={
+                "X-Workspace-Id": workspace_header(message.workspace.external_id),
+                "Idempotency-Key": str(message.id),
+            },
         )
         if not result.ok:
             raise ProviderError(result)
