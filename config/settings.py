@@ -220,8 +220,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1
 
 # --- Providers ------------------------------------------------------------------------------------
 SANDBOX_ENABLED = env.bool("SANDBOX_ENABLED", default=not IS_PRODUCTION)
-# Base URL the sandbox is reachable at from the workers (used as the provider default in development).
-SANDBOX_BASE_URL = env.str("SANDBOX_BASE_URL", default="http://127.0.0.1:8000/sandbox")
+# Base URL the sandbox is reachable at from the workers (used as the provider default in development):
+# by default this machine on PORT, the port `make run` serves on.
+SANDBOX_BASE_URL = env.str(
+    "SANDBOX_BASE_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}/sandbox"
+)
 _provider_default = SANDBOX_BASE_URL if SANDBOX_ENABLED else ""
 SMS_API_URL = env.str("SMS_API_URL", default=_provider_default).rstrip("/")
 EMAIL_API_URL = env.str("EMAIL_API_URL", default=_provider_default).rstrip("/")
