@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install browser run test test-sqlite test-postgres lint format bench bench-dashboard chaos clean check-deploy leak-check security fuzz
+.PHONY: install browser redis-server run test test-sqlite test-postgres lint format bench bench-dashboard chaos clean check-deploy leak-check security fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,25 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# A local .env for development with a freshly generated SECRET_KEY (never committed).
+# A local .env for development with a freshly generated SECRET_KEY (never committed). PORT and
+# REDIS_URL given to make (`PORT=8100 REDIS_URL=redis://127.0.0.1:6379/3 make run`) are written into
+# it, so commands run later from the checkout reach the same server and Redis.
 .env:
-	sed "s|^SECRET_KEY=.*|SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')|; s|^DJANGO_ENV=.*|DJANGO_ENV=development|; s|^CALLBACK_SIGNING_SECRET=.*|CALLBACK_SIGNING_SECRET=whsec_$$($(PYTHON) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')|" .env.example > .env
-	@echo "Wrote .env (development settings, new SECRET_KEY and CALLBACK_SIGNING_SECRET)."
+	@sed "s|^SECRET_KEY=.*|SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')|; s|^DJANGO_ENV=.*|DJANGO_ENV=development|; s|^CALLBACK_SIGNING_SECRET=.*|CALLBACK_SIGNING_SECRET=whsec_$$($(PYTHON) -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')|$(if $(PORT),; s|^# PORT=.*|PORT=$(PORT)|)$(if $(REDIS_URL),; s|^REDIS_URL=.*|REDIS_URL=$(REDIS_URL)|)" .env.example > .env
+	@echo "Wrote .env (development settings, new SECRET_KEY and CALLBACK_SIGNING_SECRET, port $(or $(PORT),8000), Redis $(or $(REDIS_URL),redis://127.0.0.1:6379/0))."
 
-# Migrate, create a demo staff user and an API key, then run web + worker + scheduler (+ Redis if needed).
+# Find or start Redis (installing redis-server when none answers and it is missing), migrate, create a
+# demo staff user and an API key, then run web + worker + scheduler until stopped. `exec`: run_dev is
+# make's own child, so it stops with make however make is stopped (see messaging/devtools/supervisor.py).
+# RUN_ARGS go to run_dev, e.g. RUN_ARGS=--new-demo-password.
 run: install .env
-	$(PY) manage.py run_dev
+	exec $(PY) manage.py run_dev $(RUN_ARGS)
+
+# redis-server for the test suite (the recovery tests start their own), installed from the system's
+# packages when missing (apt-get, through sudo when not root); the suite starts one for its run when
+# none answers at TEST_REDIS_URL.
+redis-server: install
+	@$(PY) -m messaging.devtools.localredis install
 
 # Debian's Chromium for the Playwright browser tests (Playwright's own browser download is not used).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -32,7 +43,7 @@ browser:
 # `make test` is what CI runs: the whole suite on SQLite, then the whole suite on PostgreSQL (the
 # production database), each on a fresh test database; both always run, and it fails if either fails.
 # `make test-sqlite` or `make test-postgres` runs one of them alone (no PostgreSQL needed for the first).
-test: install browser
+test: install browser redis-server
 	@failed=""; \
 	$(MAKE) --no-print-directory test-sqlite || failed="$$failed SQLite"; \
 	$(MAKE) --no-print-directory test-postgres || failed="$$failed PostgreSQL"; \
@@ -40,7 +51,7 @@ test: install browser
 
 # SQLite: pytest-django makes a fresh test_db.sqlite3 (DATABASE_URL is set here, so an exported one
 # cannot move this run to another database).
-test-sqlite: install browser
+test-sqlite: install browser redis-server
 	@echo "== test suite on SQLite (test_db.sqlite3) =="
 	DATABASE_URL=sqlite:///$(CURDIR)/db.sqlite3 $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -77,7 +88,7 @@ if not after:
 endef
 export PG_DROP_TEST_DB
 
-test-postgres: install browser
+test-postgres: install browser redis-server
 	@$(PY) -c "$$PG_DROP_TEST_DB" "$(TEST_POSTGRES_URL)"
 	@DATABASE_URL="$(TEST_POSTGRES_URL)" $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	$(PY) -c "$$PG_DROP_TEST_DB" "$(TEST_POSTGRES_URL)" after; exit $$status

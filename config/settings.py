@@ -223,8 +223,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1
 
 # --- Providers ------------------------------------------------------------------------------------
 SANDBOX_ENABLED = env.bool("SANDBOX_ENABLED", default=not IS_PRODUCTION)
-# Base URL the sandbox is reachable at from the workers (used as the provider default in development).
-SANDBOX_BASE_URL = env.str("SANDBOX_BASE_URL", default="http://127.0.0.1:8000/sandbox")
+# Base URL the sandbox is reachable at from the workers (used as the provider default in development):
+# by default this machine on PORT, the port `make run` serves on.
+SANDBOX_BASE_URL = env.str(
+    "SANDBOX_BASE_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}/sandbox"
+)
 _provider_default = SANDBOX_BASE_URL if SANDBOX_ENABLED else ""
 SMS_API_URL = env.str("SMS_API_URL", default=_provider_default).rstrip("/")
 EMAIL_API_URL = env.str("EMAIL_API_URL", default=_provider_default).rstrip("/")
@@ -405,16 +408,47 @@ except ValueError as exc:
 # Largest `metadata` object, in bytes of compact JSON.
 API_MAX_METADATA_BYTES = env.int("API_MAX_METADATA_BYTES", default=16_384)
 
+_log_level = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # Django's own format for runserver's request lines.
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
     # Phone numbers and email addresses are masked in every record (messaging.lib.pii); the filter on the
     # handler repeats that for records created before the messaging app loaded.
-    "filters": {"mask_pii": {"()": "messaging.lib.pii.PiiMaskingFilter"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_pii"]}
+    "filters": {
+        "mask_pii": {"()": "messaging.lib.pii.PiiMaskingFilter"},
+        # The sandbox's deliberate error answers are not server errors (messaging.devtools.sandbox_logs).
+        "sandbox_answers": {"()": "messaging.devtools.sandbox_logs.SandboxAnswerFilter"},
     },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_pii"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["mask_pii"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": _log_level},
+    # Each line is written once: Django's default "django" logger and rq-scheduler's logger otherwise
+    # carry handlers of their own besides the root's (rq-scheduler adds one when its logger has none).
+    "loggers": {
+        "django": {"level": _log_level},
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["sandbox_answers"]},
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["sandbox_answers"],
+        },
+        "rq_scheduler.scheduler": {"handlers": ["console"], "propagate": False},
+    },
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -16,6 +17,8 @@ from rq import SimpleWorker
 
 from messaging import queues
 from messaging.delivery import senders
+from messaging.devtools import localredis
+from messaging.devtools.supervisor import parent_death_signal
 from messaging.models import Message
 from messaging.providers.base import http_session_close
 from messaging.workspaces import api_key_create
@@ -38,6 +41,30 @@ def caches_clean():
     # A keep-alive connection to a live-server provider would keep its request thread, and that
     # thread's database connection, open after the test.
     http_session_close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_for_the_run():
+    """A fresh machine: when no Redis answers at the test URL and it is local, start redis-server (installed
+    from the system's packages if missing) for this run, and stop it at the end."""
+    url = settings.REDIS_URL
+    if localredis.redis_answers(url) or not localredis.is_local(url):
+        yield
+        return
+    server = localredis.redis_server_install()
+    assert server, f"no Redis answers at {url} and redis-server could not be installed"
+    process = subprocess.Popen(
+        localredis.redis_server_argv(server, url),
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=parent_death_signal,  # stops with the test run, even a killed one
+    )
+    try:
+        assert localredis.wait_until_answers(url), f"redis-server started for {url} does not answer"
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import pytest
@@ -120,3 +121,26 @@ def test_the_receiver_checks_the_sms_shape_and_can_fail_once(client, db, setting
 def test_the_sandbox_is_absent_when_disabled(client, db, settings, path):
     settings.SANDBOX_ENABLED = False
     assert post(client, path, {}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("to", "status"), [("+15005550500", 500), ("+15005550503", 503), ("+15005550429", 429)]
+)
+def test_a_deliberate_sandbox_error_is_not_logged_as_a_server_error(client, db, caplog, to, status):
+    response = post(client, "/sandbox/send-sms", {"to": to, "message": "Hello"}, idempotency_key=f"k-{to}")
+    assert response.status_code == status
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == []
+
+
+def test_runserver_writes_a_sandbox_error_request_line_at_info_and_others_as_they_are(caplog):
+    server_log = logging.getLogger("django.server")
+    server_log.addHandler(caplog.handler)
+    try:
+        server_log.error('"%s" %s %s', "POST /sandbox/send-sms HTTP/1.1", "500", "62")
+        server_log.error('"%s" %s %s', "POST /api/schedule-sms HTTP/1.1", "500", "62")
+    finally:
+        server_log.removeHandler(caplog.handler)
+    assert [(r.levelname, r.getMessage().split(" ")[1]) for r in caplog.records] == [
+        ("INFO", "/sandbox/send-sms"),
+        ("ERROR", "/api/schedule-sms"),
+    ]

@@ -57,21 +57,21 @@ def test_seed_demo_creates_named_workspaces_and_a_realistic_week(redis_clean):
         assert client.get(url).status_code == 200
 
 
-def test_run_dev_prints_the_seed_hint_on_an_empty_database(db, monkeypatch):
+def test_run_dev_prints_the_seed_hint_on_an_empty_database(db, monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     out = io.StringIO()
-    call_command("run_dev", "--no-start", stdout=out)
+    call_command("run_dev", "--no-start", "--state-dir", str(tmp_path), stdout=out)
     assert "python manage.py seed_demo" in out.getvalue()
     assert Message.objects.count() == 0
 
 
-def test_run_dev_asks_on_a_terminal_and_seeds_when_told_yes(db, monkeypatch):
+def test_run_dev_asks_on_a_terminal_and_seeds_when_told_yes(db, monkeypatch, tmp_path):
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
     monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
     out = io.StringIO()
-    call_command("run_dev", "--no-start", stdout=out)
+    call_command("run_dev", "--no-start", "--state-dir", str(tmp_path), stdout=out)
     assert "Created" in out.getvalue()
     assert Message.objects.count() > 1000

@@ -7,6 +7,7 @@ functions: the worker submits their message ids to its engine directly. Other wo
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from django.conf import settings
@@ -17,6 +18,8 @@ from messaging import retention as retention_service
 from . import senders
 from . import sweep as sweep_service
 from .engine import Delivery, Engine
+
+logger = logging.getLogger(__name__)
 
 
 def deliver(message_id: str) -> str:
@@ -45,12 +48,16 @@ def sweep() -> dict[str, int]:
 
 
 def retention() -> dict[str, int]:
-    """Periodic: clear old message contents, prune idempotency keys, trim finished RQ jobs."""
-    return {
+    """Periodic: clear old message contents, prune idempotency keys, trim finished RQ jobs; return the
+    counts (logged at INFO when any is not zero: an idle system logs nothing)."""
+    counts = {
         "redacted": retention_service.messages_redact(),
         "idempotency_keys_pruned": retention_service.idempotency_records_prune(),
         "finished_jobs_trimmed": retention_service.finished_jobs_trim(),
     }
+    if any(counts.values()):
+        logger.info("retention: %s", counts)
+    return counts
 
 
 def summary(results: list[str]) -> str:

@@ -6,6 +6,9 @@ starts). Registering again replaces nothing that is already right, so it can run
 They run on the `sms` queue, at its front, so the usual `rqworker sms email ai` runs them and a
 delivery backlog does not delay the sweep.
 
+`QuietPeriodicJobsMixin` (in both worker classes) keeps an idle system's log empty: RQ's lines for a
+periodic job that succeeded, and for its registry maintenance, are written at DEBUG.
+
 `MaintainingScheduler` (settings.RQ["SCHEDULER_CLASS"], used by `manage.py rqscheduler`) adds two
 things rq-scheduler lacks: it re-registers the periodic jobs when they vanish (a Redis restart without
 persistence empties Redis), and it waits for Redis to come back instead of exiting on a connection
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -105,6 +109,45 @@ def periodic_jobs_register(scheduler: Scheduler | None = None) -> dict[str, str]
             scheduler.connection.delete(f"rq:job:{job_id}")
             done[job_id] = "removed"
     return done
+
+
+class _InfoAsDebug(logging.LoggerAdapter):
+    """A logger that writes INFO records at DEBUG (other levels unchanged)."""
+
+    def info(self, msg: object, *args: object, **kwargs: object) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+class QuietPeriodicJobsMixin:
+    """For RQ worker classes: an idle system logs nothing.
+
+    RQ writes three INFO lines for every job that succeeds ("Successfully completed ...", "Job OK",
+    "result will never expire ..."), which for the sweep is every SWEEP_INTERVAL_SECONDS, and four for
+    its registry maintenance (every 10 minutes). For a periodic job (id starting with ID_PREFIX) and
+    for the maintenance these are written at DEBUG. The periodic jobs log what they did themselves
+    (the sweep its counts when it moved a message); a failure is logged as RQ logs it. (The result of
+    a periodic job is kept without expiry because rq-scheduler runs the same job again; RQ keeps the
+    last 10 results of a job, so nothing grows.)
+    """
+
+    @contextlib.contextmanager
+    def _info_as_debug(self) -> Iterator[None]:
+        log = self.log
+        self.log = _InfoAsDebug(log, {})
+        try:
+            yield
+        finally:
+            self.log = log
+
+    def _finalize_success(self, job, queue, execution, return_value) -> None:
+        if not job.id.startswith(ID_PREFIX):
+            return super()._finalize_success(job, queue, execution, return_value)
+        with self._info_as_debug():
+            return super()._finalize_success(job, queue, execution, return_value)
+
+    def run_maintenance_tasks(self) -> None:
+        with self._info_as_debug():
+            super().run_maintenance_tasks()
 
 
 class MaintainingScheduler(DjangoScheduler):

@@ -66,6 +66,7 @@ from messaging import queues
 
 from . import rqjobs, senders
 from .engine import Delivery, Engine
+from .periodic import QuietPeriodicJobsMixin
 from .startup import startup_summary
 
 # The worker holds up to this many times WORKER_CONCURRENCY deliveries: while calls are in flight the
@@ -85,8 +86,9 @@ IDLE_BLOCK_SECONDS = 5
 TIMEOUT_GRACE_SECONDS = 5.0
 
 
-class _StartupLogMixin:
-    """Logs the configuration (startup_summary) once the worker has started."""
+class _StartupLogMixin(QuietPeriodicJobsMixin):
+    """Logs the configuration (startup_summary) once the worker has started; quiet about periodic
+    jobs (QuietPeriodicJobsMixin)."""
 
     def bootstrap(self, *args, **kwargs) -> None:
         super().bootstrap(*args, **kwargs)

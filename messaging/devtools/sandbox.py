@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ..models import SandboxReceipt
+from .sandbox_logs import mark_deliberate
 
 FAIL_ALWAYS_400 = "+15005550400"
 FAIL_ONCE_429 = "+15005550429"
@@ -59,7 +60,9 @@ def _headers(request: HttpRequest) -> dict[str, str]:
 def receipt_record(
     request: HttpRequest, endpoint: str, payload: Any, status: int, **fields: Any
 ) -> SandboxReceipt:
-    """Store what the sandbox received at `endpoint` and the HTTP status it answered."""
+    """Store what the sandbox received at `endpoint` and the HTTP status it answers, and mark the
+    request as answered on purpose (an error status is then not logged as a server error)."""
+    mark_deliberate(request, status)
     return SandboxReceipt.objects.create(
         endpoint=endpoint,
         path=request.path[:500],
