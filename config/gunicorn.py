@@ -5,6 +5,10 @@ Read from the environment a PaaS sets: PORT, WEB_CONCURRENCY; GUNICORN_TIMEOUT o
 
 import os
 
+from gunicorn.glogging import Logger
+
+from messaging.lib.pii import mask_text, mask_url
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # gunicorn's documented starting point, 2 x cores + 1 sync workers: a request spends part of its time
 # waiting on the database and Redis, so one worker per core would leave the CPU idle meanwhile. A PaaS
@@ -25,6 +29,31 @@ max_requests = 50_000
 max_requests_jitter = 5_000
 accesslog = "-"
 errorlog = "-"
+
+
+class MaskingLogger(Logger):
+    """gunicorn's logger with personal data masked in every access-log atom (messaging.lib.pii).
+
+    The log record factory masks the formatted line too, but only where a value looks like a path or
+    a query string; an `access_log_format` with `%(q)s` (the bare query) or `%(U)s` (the decoded
+    path) would print values it cannot tell apart, so they are masked here as what they are.
+    """
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name, value in atoms.items():
+            if not isinstance(value, str):
+                continue
+            if name == "U":
+                atoms[name] = mask_url(value)
+            elif name == "q":
+                atoms[name] = mask_url("?" + value)[1:]
+            else:
+                atoms[name] = mask_text(value)
+        return atoms
+
+
+logger_class = MaskingLogger
 # The PaaS router terminates TLS and sets X-Forwarded-*; trust it (settings read X-Forwarded-Proto).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
 

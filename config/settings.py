@@ -407,6 +407,27 @@ except ValueError as exc:
     ) from exc
 # Largest `metadata` object, in bytes of compact JSON.
 API_MAX_METADATA_BYTES = env.int("API_MAX_METADATA_BYTES", default=16_384)
+# `metadata` keys refused per provider (400 naming the key; dropped from the call for older messages):
+# metadata is spread into the provider body, and these would change its sender, recipients or routing
+# on an account every workspace shares (messaging/providers/metadata.py). Compared ignoring case and
+# everything but letters and digits. Setting one replaces its whole list.
+SMS_METADATA_DENIED_KEYS = env.list(
+    "SMS_METADATA_DENIED_KEYS",
+    default=[
+        "from", "sender", "senderId", "originator", "src", "fromNumber", "messagingServiceSid",
+        "to", "recipient", "recipients", "phoneNumber", "dst", "destination", "destinations",
+        "cc", "bcc", "mediaUrl", "mediaUrls", "media", "statusCallback", "statusCallbackUrl",
+        "callbackUrl", "webhookUrl", "headers",
+    ],
+)  # fmt: skip
+EMAIL_METADATA_DENIED_KEYS = env.list(
+    "EMAIL_METADATA_DENIED_KEYS",
+    default=[
+        "from", "fromEmail", "fromName", "sender", "replyTo", "returnPath", "to", "recipient",
+        "recipients", "cc", "bcc", "headers", "envelope", "personalizations", "smtpapi", "xSmtpApi",
+        "statusCallback", "callbackUrl", "webhookUrl",
+    ],
+)  # fmt: skip
 
 _log_level = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
 
+from messaging.lib import strictjson
 from messaging.models import Channel, Status, Workspace
 from messaging.workspaces import workspace_lookup
 
@@ -63,7 +63,8 @@ class _TestSendForm(forms.Form):
     def api_body(self) -> dict[str, Any]:
         """The form's raw values as an API request body (empty fields left out; JSON fields parsed).
 
-        Raises ValueError naming the field when a JSON field does not parse.
+        Raises ValueError naming the field when a JSON field does not parse or holds a value that cannot
+        be stored (messaging.lib.strictjson).
         """
         body: dict[str, Any] = {}
         for name in self.fields:
@@ -72,9 +73,11 @@ class _TestSendForm(forms.Form):
                 continue
             if name in self.json_fields:
                 try:
-                    value = json.loads(value)
+                    value = strictjson.loads(value)
                 except ValueError as exc:
                     raise ValueError(name) from exc
+                if strictjson.unstorable_values(value):  # NaN, a lone surrogate, U+0000
+                    raise ValueError(name)
             body[name] = value
         return body
 

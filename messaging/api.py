@@ -35,6 +35,7 @@ from .http import (
     workspace_for_key,
 )
 from .idempotency import idempotent
+from .lib import strictjson
 from .models import Message, Status, Workspace
 from .reporting import queue_stats, selectors
 from .validation import (
@@ -96,9 +97,11 @@ def bulk_accept(request: ApiRequest, cleaner: Callable[..., dict[str, Any]]) -> 
 
     Answers 202 `{success, accepted, rejected, results: [...]}` where results[i] is the outcome of
     item i: `{success: true, id, jobId, status, scheduledFor}` or `{success: false, message, errors}`.
-    Valid items are accepted even when others fail; when none is valid the answer is 400.
+    Valid items are accepted even when others fail; when none is valid the answer is 400. An item
+    holding a value no column can store (NaN, a lone surrogate: messaging.lib.strictjson) is refused
+    on its own, its errors named by paths within the item (`metadata.score`).
     """
-    data = parse_json_body(request)
+    data = parse_json_body(request, items_field="messages")
     items = data.get("messages")
     if not isinstance(items, list) or not items:
         raise ApiError(
@@ -123,6 +126,10 @@ def bulk_accept(request: ApiRequest, cleaner: Callable[..., dict[str, Any]]) -> 
                 "message": "Validation failed",
                 "errors": {"": ["Must be an object."]},
             }
+            continue
+        unstorable = strictjson.unstorable_values(item)
+        if unstorable:
+            results[index] = {"success": False, "message": "Validation failed", "errors": unstorable}
             continue
         external_id = workspace_id_of(item, "workspaceId")
         if external_id not in scoped:

@@ -8,7 +8,6 @@ themselves are in messaging/api.py.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -22,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from . import ratelimit, workspaces
+from .lib import strictjson
 from .models import ApiKey, Message, Workspace
 from .validation import RequestInvalid
 
@@ -72,11 +72,15 @@ def _authenticate(request: HttpRequest) -> ApiKey:
     return key
 
 
-def parse_json_body(request: HttpRequest) -> dict[str, Any]:
+def parse_json_body(request: HttpRequest, *, items_field: str | None = None) -> dict[str, Any]:
     """Return the request body as a JSON object.
 
     Raises ApiError 415 (not application/json), 413 (over API_MAX_BODY_BYTES) or 400 (malformed JSON,
-    not an object, or nested deeper than MAX_JSON_DEPTH).
+    not an object, or nested deeper than MAX_JSON_DEPTH). A value no column can store (NaN or
+    Infinity, a lone surrogate, U+0000: see messaging.lib.strictjson) is a 400 naming its path, e.g.
+    `metadata.score`; with `items_field` (bulk: "messages"), those inside `items_field[i]` are left for
+    the caller to refuse item by item (strictjson.unstorable_values), and may still hold NonFinite
+    markers.
     """
     if request.content_type != "application/json":
         raise ApiError(415, "Content-Type must be application/json.")
@@ -87,7 +91,7 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     if len(body) > settings.API_MAX_BODY_BYTES:
         raise ApiError(413, f"Request body is larger than {settings.API_MAX_BODY_BYTES} bytes.")
     try:
-        data = json.loads(body)
+        data = strictjson.loads(body)
     except RecursionError as exc:
         raise ApiError(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.") from exc
     except ValueError as exc:
@@ -96,6 +100,11 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(400, "Request body must be a JSON object.")
     if json_depth(data) > MAX_JSON_DEPTH:
         raise ApiError(400, f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+    per_item = items_field is not None and isinstance(data.get(items_field), list)
+    checked = {name: value for name, value in data.items() if not (per_item and name == items_field)}
+    problems = strictjson.unstorable_values(checked)
+    if problems:
+        raise RequestInvalid(problems)
     return data
 
 

@@ -28,8 +28,9 @@ from .formats import (
     parse_scheduled_for,
     sms_segments,
 )
-from .lib import netguard
+from .lib import netguard, strictjson
 from .models import Workspace
+from .providers import metadata as provider_metadata
 
 MAX_ID_LENGTH = 100  # characters, for workspace, contact and client message IDs
 MAX_RATE_LIMIT_KEY_LENGTH = 200  # characters
@@ -133,9 +134,13 @@ def clean_text(value: Any, name: str, errors: Errors, *, max_length: int, requir
     return value
 
 
-def clean_metadata(value: Any, errors: Errors, name: str = "metadata") -> dict:
+def clean_metadata(value: Any, errors: Errors, name: str = "metadata", *, channel: str = "") -> dict:
     """Return metadata as a dict: a JSON object of at most MAX_METADATA_KEYS keys, MAX_METADATA_DEPTH
-    levels and API_MAX_METADATA_BYTES bytes of compact JSON; else record why and return {}."""
+    levels and API_MAX_METADATA_BYTES bytes of compact JSON; else record why and return {}.
+
+    With `channel` ("sms", "email"), a top-level key on that provider's deny list (sender, recipients,
+    routing: messaging.providers.metadata) is an error on `metadata.<key>`.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -151,7 +156,14 @@ def clean_metadata(value: Any, errors: Errors, name: str = "metadata") -> dict:
     if size > settings.API_MAX_METADATA_BYTES:
         errors.add(name, f"Must be at most {settings.API_MAX_METADATA_BYTES} bytes as JSON (got {size}).")
         return {}
-    return value
+    refused = provider_metadata.denied_keys(channel, value)
+    for key in refused:
+        errors.add(
+            strictjson.path_join(name, key),
+            "Not allowed in metadata: the provider would read it as the sender, recipients or routing "
+            f"of the message ({provider_metadata.DENIED_KEYS_SETTING[channel]}).",
+        )
+    return {} if refused else value
 
 
 def _depth(value: Any) -> int:
@@ -270,7 +282,7 @@ def clean_sms_request(
     contact_id = clean_identifier(data.get("contactId"), "contactId", errors)
     body = clean_text(data.get("message"), "message", errors, max_length=MAX_SMS_LENGTH)
     media_url = clean_url(data.get("mediaUrl"), "mediaUrl", errors)
-    metadata = clean_metadata(data.get("metadata"), errors)
+    metadata = clean_metadata(data.get("metadata"), errors, channel="sms")
     tz_name, region = _zone_and_region(workspace)
     phone = clean_text(data.get("phoneNumber"), "phoneNumber", errors, max_length=64)
     recipient = ""
@@ -323,7 +335,7 @@ def clean_email_request(
         errors.add("subject", "Must not contain line breaks (CR or LF) or NUL characters.")
         subject = ""
     html = clean_text(data.get("html"), "html", errors, max_length=MAX_EMAIL_HTML_LENGTH)
-    metadata = clean_metadata(data.get("metadata"), errors)
+    metadata = clean_metadata(data.get("metadata"), errors, channel="email")
     address = clean_text(data.get("to"), "to", errors, max_length=320)
     recipient = ""
     if address:

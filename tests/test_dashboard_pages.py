@@ -370,6 +370,19 @@ def test_the_test_send_form_shows_field_errors_inline(staff, db):
         assert f'<small class="error">{escape(api_errors.value.errors[field][0])}</small>' in html
 
 
+def test_the_test_send_form_refuses_metadata_that_cannot_be_stored_or_rewrites_the_call(staff, db):
+    body = {"channel": "sms", "workspaceId": "66338", "contactId": "c", "phoneNumber": "+14155550123"}
+    for metadata, reason in (
+        ('{"score": NaN}', "Is not valid JSON."),
+        ('{"note": "\\ud800"}', "Is not valid JSON."),
+        ('{"bcc": "+14155550999"}', "Not allowed in metadata"),
+    ):
+        response = staff.post("/test-send/", {**body, "message": "Hi", "metadata": metadata})
+        assert response.status_code == 200, metadata
+        assert reason in response.content.decode(), metadata
+    assert Message.objects.count() == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_test_send_form_sends_through_the_service_and_links_to_the_message(staff, db, sms_provider):
     sms_provider.expect_request("/send-sms").respond_with_json({"id": "p-2"})

@@ -2,21 +2,26 @@
 
 Bounded and reproducible: a fixed seed, a fixed number of examples per operation, one worker and no
 example database. Phases: examples, coverage, fuzzing and stateful (links from a 202 to the message).
-Run only this with `make fuzz`; it is also part of `make test`.
+tests/fuzz_hooks.py also puts control characters, digits of other scripts, lone surrogates and
+NaN / Infinity into every string and number field of half the cases. Run only this with `make fuzz`;
+it is also part of `make test`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from messaging import openapi
 from tests.pii_log_check import find_full_values
-from tests.processes import running_services
+from tests.processes import BASE_DIR, running_services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -60,8 +65,13 @@ def test_fuzzing_the_api_finds_no_5xx_and_every_response_matches_the_document(ap
                 "--request-timeout",
                 "10",
                 "--no-color",
+                "--report",
+                "har",
+                "--report-har-path",
+                str(tmp_path / "requests.har"),
             ],
             cwd=tmp_path,  # schemathesis keeps a cache in its working directory
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(BASE_DIR)},
             capture_output=True,
             text=True,
             timeout=600,
@@ -87,3 +97,26 @@ def test_fuzzing_the_api_finds_no_5xx_and_every_response_matches_the_document(ap
     assert "Traceback" not in web_log
     # Fuzzed bodies are full of look-alike numbers and addresses; none reaches a log unmasked.
     assert find_full_values(web_log) == []
+
+    # The hostile values really went out, to every operation with a body (tests/fuzz_hooks.py).
+    sent: dict[str, str] = {}
+    for entry in json.loads((tmp_path / "requests.har").read_text())["log"]["entries"]:
+        request = entry["request"]
+        path = urlsplit(request["url"]).path
+        sent[path] = sent.get(path, "") + request.get("postData", {}).get("text", "")
+    hostile = {
+        "NaN or Infinity": re.compile(r'(?<![\w"])(?:NaN|-?Infinity)\b'),
+        "a lone surrogate": re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}"),
+        "a control character": re.compile(r"\\u00[01][0-9a-fA-F]|\\[nrt]"),
+        "digits of another script": re.compile(r"\\u(?:066|06f|096|09e|0e5|ff1)[0-9a-f]|\\ud835\\udf[cdef]"),
+    }
+    ai_bodies = sent.get("/api/ai-response", "") + sent.get("/api/ai-response/enqueue", "")
+    for path, bodies in [
+        *(
+            (path, sent.get(path, ""))
+            for path in ("/api/schedule-sms", "/api/schedule-sms/bulk", "/api/schedule-email")
+        ),
+        ("/api/ai-response (and its alias)", ai_bodies),
+    ]:
+        for kind, pattern in hostile.items():
+            assert pattern.search(bodies), f"no {kind} was sent to {path}"

@@ -11,6 +11,7 @@ import pytest
 import requests
 from werkzeug import Response
 
+from tests.pii_log_check import find_full_values
 from tests.processes import running_services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
@@ -110,3 +111,70 @@ def test_logs_of_web_worker_and_scheduler_hold_no_full_number_address_or_body(ap
     # rq's job lines name the job function with the message id only.
     assert f"messaging.delivery.jobs.deliver('{message_id}')" in logs["worker"]
     assert len(calls) == 2 and calls[0]["to"] == PHONE  # the provider did get the full number
+
+
+def spread(digits: str) -> str:
+    """A pattern for `digits` however separated or percent-encoded (%2B1+415+555+0123, (415) 555-0123)."""
+    return r"\D{0,9}".join(digits)
+
+
+# The national digits of both numbers, whatever is between them: a full number in any spelling.
+SPREAD_LEAKS = [spread("4155550123"), spread("7400123456")]
+
+
+def test_numbers_in_paths_and_query_strings_are_masked_in_the_access_log_and_djangos_log(api_key, tmp_path):
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_superuser("log-check", password=None))
+    with running_services(
+        tmp_path,
+        worker=False,
+        scheduler=False,
+        LOG_LEVEL="DEBUG",
+        SECRET_KEY=settings.SECRET_KEY,  # the session made here with force_login must verify there
+        # The project's own gunicorn settings (config/gunicorn.py), as the Procfile runs it, and an
+        # access-log format that also prints the decoded path and the bare query string.
+        GUNICORN_CMD_ARGS=(
+            "-c config/gunicorn.py --access-logfile - --log-level debug --access-logformat "
+            """'%(h)s "%(r)s" %(s)s %(b)s "%(f)s" path=%(U)s query=%(q)s'"""
+        ),
+    ) as services:
+        base = services.base_url
+        key = {"Authorization": f"Bearer {api_key}"}
+        session = requests.Session()
+        session.cookies.set("sessionid", staff.cookies["sessionid"].value)
+        searches = [
+            # Search forms as browsers submit them ("+" is a space), and as people type numbers.
+            ("/messages/", {"recipient": "+1 415 555 0123"}),
+            ("/messages/", {"recipient": "(415) 555-0123"}),
+            ("/admin/messaging/message/", {"q": "+44 7400 123456"}),
+            ("/admin/messaging/message/", {"q": "415.555.0123"}),
+            ("/admin/messaging/message/", {"q": EMAIL}),
+        ]
+        for path, params in searches:
+            response = session.get(f"{base}{path}", params=params, allow_redirects=False, timeout=10)
+            assert response.status_code == 200, (path, response.status_code)
+            # Anonymous: redirected to the login page, whose next= holds the search URL encoded again.
+            login = requests.get(f"{base}{path}", params=params, timeout=10)
+            assert login.status_code == 200 and "next=" in login.url
+        for path in ("/api/messages/+1%20(415)%20555-0123", "/api/messages/%2B44%207400%20123456"):
+            assert requests.get(f"{base}{path}", headers=key, timeout=5).status_code == 404
+        # A dashboard page whose path holds a number: Django logs "Not Found: <decoded path>".
+        assert session.get(f"{base}/messages/+1 415 555 0123/", timeout=5).status_code == 404
+        referer = f"{base}/messages/?recipient=%2B1+415+555+0123"
+        assert requests.get(f"{base}/health", headers={"Referer": referer}, timeout=5).status_code == 200
+        time.sleep(0.5)  # let the access log lines reach the file
+
+    web_log = services.output("web")
+    assert web_log.count('"GET /admin/messaging/message/?q=') >= 3, web_log[-3000:]
+    assert "path=/api/messages/" in web_log and "query=recipient=" in web_log
+    assert "Not Found: /messages/" in web_log
+    for pattern in [*LEAKS, *SPREAD_LEAKS]:
+        found = re.search(pattern, web_log)
+        assert found is None, (
+            f"web log leaks {found.group(0)!r}: {web_log[max(0, found.start() - 200) : found.end() + 50]}"
+        )
+    assert find_full_values(web_log) == []

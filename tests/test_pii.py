@@ -7,7 +7,15 @@ import logging
 import pytest
 from django.template import Context, Template
 
-from messaging.lib.pii import PiiMaskingFilter, mask_email, mask_phone, mask_recipient, mask_text
+from messaging.lib.pii import (
+    PiiMaskingFilter,
+    mask_email,
+    mask_phone,
+    mask_recipient,
+    mask_record,
+    mask_text,
+)
+from tests.pii_log_check import find_full_values
 
 
 @pytest.mark.parametrize(
@@ -70,6 +78,57 @@ def test_mask_recipient_picks_the_right_mask(value, masked):
 )
 def test_mask_text_finds_numbers_and_addresses_in_free_text(text, masked):
     assert mask_text(text) == masked
+
+
+@pytest.mark.parametrize(
+    ("line", "masked"),
+    [
+        # How browsers submit the dashboard's and admin's search forms ("+" is a space in a query).
+        ('"GET /messages/?recipient=%2B1+415+555+0123 HTTP/1.1" 200', '"GET /messages/?recipient=%2B1415***0123 HTTP/1.1" 200'),
+        ('"GET /admin/messaging/message/?q=%28415%29+555-0123 HTTP/1.1"', '"GET /admin/messaging/message/?q=41***123 HTTP/1.1"'),
+        ('"GET /admin/messaging/message/?q=415.555.0123&o=-1 HTTP/1.1"', '"GET /admin/messaging/message/?q=41***123&o=-1 HTTP/1.1"'),
+        ('"GET /admin/messaging/message/?q=+1+415+555+0123 HTTP/1.1"', '"GET /admin/messaging/message/?q=%201415***0123 HTTP/1.1"'),
+        ('"GET /api/messages/%2B44%207400%20123456 HTTP/1.1" 404', '"GET /api/messages/+4474***3456 HTTP/1.1" 404'),
+        ('"GET /messages/?recipient=rita.lopez%2540example.com HTTP/1.1"', '"GET /messages/?recipient=r***%2540example.com HTTP/1.1"'),
+        # A login redirect's next= holds the search URL encoded once more.
+        ('"GET /login/?next=/messages/%3Frecipient%3D%252B1%2B415%2B555%2B0123 HTTP/1.1"', '"GET /login/?next=/messages/%3Frecipient%3D%252B1415***0123 HTTP/1.1"'),
+        ('referer "https://q.example.com/messages/?recipient=4155550123"', 'referer "https://q.example.com/messages/?recipient=41***123"'),
+        # Left exactly as they were: ids, dates, cursors, versions.
+        ('"GET /api/messages/3f1c2a10-1234-4567-8901-123456789012 HTTP/1.1"', None),
+        ('"GET /messages/?date_from=2026-01-05&cursor=2026-12-02T10%3A01%3A49.932%2B00%3A00 HTTP/1.1"', None),
+        ('[02/Dec/2026:10:01:49 +0000] "GET /health HTTP/1.1" 200 60 "-" "python-requests/2.32.3"', None),
+    ],
+)  # fmt: skip
+def test_numbers_and_addresses_in_paths_and_query_strings_are_masked_however_encoded(line, masked):
+    assert mask_text(line) == (line if masked is None else masked)
+
+
+def test_the_run_wide_log_check_finds_numbers_in_paths_and_query_strings_however_encoded():
+    lines = [
+        '"GET /messages/?recipient=%2B1+415+555+0123 HTTP/1.1" 200',
+        '"GET /admin/messaging/message/?q=%28415%29+555-0123 HTTP/1.1" 200',
+        '"GET /admin/messaging/message/?q=+1+415+555+0123 HTTP/1.1" 200',
+        '"GET /api/messages/%2B44%207400%20123456 HTTP/1.1" 404',
+        '"GET /login/?next=/messages/%3Frecipient%3D%252B1%2B415%2B555%2B0123 HTTP/1.1"',
+        '"GET /messages/?recipient=rita.lopez%2540example.com HTTP/1.1"',
+    ]
+    for line in lines:
+        assert find_full_values(line), line
+        assert find_full_values(mask_text(line)) == [], mask_text(line)
+    # Django's request log prints the decoded path, spaces and all.
+    record = logging.LogRecord(
+        "django.request", 30, "", 0, "%s: %s", ("Not Found", "/x/+1 (415) 555-0123"), None
+    )
+    line = "2026-12-02 10:01:49,932 WARNING django.request {}"
+    assert find_full_values(line.format(record.getMessage()))
+    assert find_full_values(line.format(mask_record(record).getMessage())) == []
+
+
+def test_django_request_log_paths_are_masked_decoded_spaces_and_all(caplog):
+    caplog.set_level(logging.WARNING, logger="django.request")
+    logging.getLogger("django.request").warning("%s: %s", "Not Found", "/api/messages/+1 (415) 555-0123")
+    [record] = caplog.records
+    assert record.getMessage() == "Not Found: /api/messages/+1415***0123"
 
 
 def test_every_log_record_is_masked_whatever_the_handler(caplog):

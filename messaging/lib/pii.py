@@ -6,6 +6,12 @@
 - `mask_text(text)` masks every phone number and email address found in free text: E.164-style numbers
   (``+`` then 7 to 15 digits, spaces, dots or dashes allowed between digit groups, ``%2B`` for a
   URL-encoded ``+``), bare runs of 10 to 15 digits (national numbers), and addresses (``@`` or ``%40``).
+- `mask_url(target)` masks paths and query strings (request lines, Referer, Django's "Not Found: <path>"):
+  each path segment and query key or value is percent-decoded (in a query, "+" is a space; nested
+  encodings such as `?next=/messages/%3Fq%3D%252B1...` up to 3 levels), and a number in any spelling a
+  browser or client sends, ``%2B1+415+555+0123``, ``%28415%29%20555-0123``, ``415.555.0123``, is masked
+  there; other components stay exactly as they were. `mask_text` applies it to every token of free text
+  that starts with "/" or "?".
 - `PiiMaskingFilter` is a logging filter that rewrites a record's message, exception and stack text with
   `mask_text`. `install_log_masking()` (called when the messaging app loads, so in web, worker and
   scheduler processes alike) applies it to every record at creation through the log record factory, so
@@ -21,6 +27,7 @@ import logging
 import re
 import threading
 import traceback
+from urllib.parse import quote, unquote, unquote_plus
 
 # "+" (or its URL encoding) and 7-15 digits, optionally in groups separated by one space, dot or dash.
 _PHONE_INTERNATIONAL = re.compile(r"(?:\+|%2[Bb])\d(?:[ .-]?\d){6,14}(?!\d)")
@@ -30,6 +37,16 @@ _PHONE_NATIONAL = re.compile(r"(?<![\w.%-])\d{10,15}(?![\w-])")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+'-]+)(@|%40)([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 
 MASK = "***"
+
+# In a decoded URL component: a number written with spaces, dots, dashes or brackets between digit
+# groups, not inside a longer word, UUID or date-time (no word character or "-" on either side).
+_PHONE_LOOSE = re.compile(r"(?<![\w-])(?:\+|00)?\(?\d[\d ().-]*\d(?![\w-])")
+# Tokens of free text that are paths or query strings (a request line's target, a Referer URL).
+_URL_TOKEN = re.compile(r"[/?][^\s\"'<>]*")
+_URL_MAX_DEPTH = 3
+# Characters left unencoded when a masked component is written back (those of mask_phone/mask_email).
+_PATH_SAFE = "/:@!$'()*,;=+"
+_QUERY_SAFE = "/:!$'()*,;"
 
 
 def mask_phone(value: str) -> str:
@@ -85,15 +102,71 @@ def mask_recipient(value: str | None) -> str:
     return mask_text(value)
 
 
-def mask_text(text: str) -> str:
-    """Return `text` with every email address and phone number in it masked (see the module docstring)."""
+def mask_text(text: str, *, _url_depth: int = 0) -> str:
+    """Return `text` with every email address and phone number in it masked (see the module docstring),
+    including those in paths and query strings (mask_url)."""
     if not text:
         return text
+    if "/" in text or "?" in text:
+        text = _URL_TOKEN.sub(lambda m: mask_url(m.group(0), _depth=_url_depth), text)
     if "@" in text or "%40" in text:
         text = _EMAIL.sub(lambda m: f"{m.group(1)[:1]}{MASK}{m.group(2)}{m.group(3)}", text)
     if "+" in text or "%2" in text:
         text = _PHONE_INTERNATIONAL.sub(lambda m: mask_phone(m.group(0)), text)
     return _PHONE_NATIONAL.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+def _mask_loose_phone(match: re.Match) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    international = text.startswith(("+", "00"))
+    if (digits >= 8 if international else digits >= 10) and digits <= 16:
+        return mask_phone(text.strip())
+    return text
+
+
+def _mask_component(raw: str, *, query: bool, depth: int) -> str:
+    """Return URL component `raw` unchanged, or masked and re-encoded when it holds a number or an
+    address once decoded (see mask_url)."""
+    decoded = unquote_plus(raw) if query else unquote(raw)
+    # A value encoded more than once (an address in a query value that is itself a URL) is decoded
+    # again until masking finds something; a URL inside is masked by mask_text's own URL pass.
+    for _ in range(_URL_MAX_DEPTH):
+        if not any(c.isdigit() for c in decoded) and "@" not in decoded and "%" not in decoded:
+            return raw
+        masked = mask_text(_PHONE_LOOSE.sub(_mask_loose_phone, decoded), _url_depth=depth + 1)
+        if masked != decoded:
+            return quote(masked, safe=_QUERY_SAFE if query else _PATH_SAFE, errors="backslashreplace")
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    return raw
+
+
+def mask_url(target: str, *, _depth: int = 0) -> str:
+    """Return a URL, path or request target with every phone number and email address in its path
+    segments and query keys and values masked, however percent-encoded; other parts unchanged.
+
+    "/api/messages/%2B1%20415%20555%200123?x=1" -> "/api/messages/+1415***0123?x=1". Never raises.
+    """
+    if (
+        _depth >= _URL_MAX_DEPTH
+        or not any(c.isdigit() for c in target)
+        and "@" not in target
+        and "%" not in target
+    ):
+        return target
+    path, mark, query = target.partition("?")
+    path = "/".join(_mask_component(segment, query=False, depth=_depth) for segment in path.split("/"))
+    if mark:
+        pairs = []
+        for pair in query.split("&"):
+            key, equals, value = pair.partition("=")
+            key = _mask_component(key, query=True, depth=_depth)
+            pairs.append(key + equals + _mask_component(value, query=True, depth=_depth))
+        query = "&".join(pairs)
+    return path + mark + query
 
 
 class PiiMaskingFilter(logging.Filter):
@@ -112,6 +185,11 @@ def mask_record(record: logging.LogRecord) -> logging.LogRecord:
     """Mask `record` in place (see PiiMaskingFilter) and return it."""
     if getattr(record, "pii_masked", False):
         return record
+    if isinstance(record.args, tuple):
+        # A path argument may be decoded, spaces and all (Django's "Not Found: %s"): mask it whole.
+        record.args = tuple(
+            mask_url(arg) if isinstance(arg, str) and arg.startswith("/") else arg for arg in record.args
+        )
     try:
         message = record.getMessage()
     except Exception:  # a broken format string: let logging report it as usual

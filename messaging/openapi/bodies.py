@@ -16,7 +16,8 @@ def _metadata_schema() -> dict[str, Any]:
         "nullable": True,
         "maxProperties": validation.MAX_METADATA_KEYS,
         "description": (
-            f"Extra fields sent to the provider at the top level (never overriding core fields); at most "
+            f"Extra fields sent to the provider at the top level (never overriding core fields; keys the "
+            f"provider reads as sender, recipients or routing are refused, see README); at most "
             f"{validation.MAX_METADATA_KEYS} keys, {validation.MAX_METADATA_DEPTH} levels and "
             f"{settings.API_MAX_METADATA_BYTES} bytes."
         ),

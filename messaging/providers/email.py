@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .base import CallResult, ProviderClient, ProviderError
+from .metadata import allowed_metadata
 
 if TYPE_CHECKING:
     from messaging.models import Message
@@ -38,7 +39,8 @@ def email_payload(message: Message) -> dict:
 
     Shape (the earlier service's contract): `{to, contactId, subject, content, ...metadata}` where
     `content` is the HTML. Metadata keys are spread at the top level for compatibility but never
-    override the core fields. (The earlier service also let `metadata.callbackEndpoint` replace the
+    override the core fields, and keys on EMAIL_METADATA_DENIED_KEYS (sender, recipients, headers,
+    routing) are left out (messaging.providers.metadata). (The earlier service also let `metadata.callbackEndpoint` replace the
     URL path; this one does not: the path is EMAIL_API_PATH, so a client cannot point the worker
     elsewhere.)
     """
@@ -48,7 +50,7 @@ def email_payload(message: Message) -> dict:
         "subject": message.subject,
         "content": message.body,
     }
-    return {**(message.metadata or {}), **core}
+    return {**allowed_metadata("email", message.metadata), **core}
 
 
 class EmailClient(ProviderClient):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from .base import CallResult, ProviderClient, ProviderError
+from .metadata import allowed_metadata
 
 if TYPE_CHECKING:
     from messaging.models import Message
@@ -17,7 +18,8 @@ def sms_payload(message: Message) -> dict:
 
     Shape (the earlier service's contract): `{to, message, contactId, workspaceId, mediaUrl?,
     ...metadata}`. Metadata keys are spread at the top level for compatibility but never override the
-    core fields.
+    core fields, and keys on SMS_METADATA_DENIED_KEYS (sender, recipients, routing) are left out
+    (messaging.providers.metadata).
     """
     core = {
         "to": message.recipient,
@@ -27,7 +29,7 @@ def sms_payload(message: Message) -> dict:
     }
     if message.media_url:
         core["mediaUrl"] = message.media_url
-    return {**(message.metadata or {}), **core}
+    return {**allowed_metadata("sms", message.metadata), **core}
 
 
 class SmsClient(ProviderClient):
