@@ -116,7 +116,8 @@ def test_kill_9_with_25_calls_in_flight_leaves_nothing_the_sweep_does_not_settle
     api, processes, provider, timing
 ):
     provider.first_call_seconds = 3
-    worker = processes.worker(WORKER_CONCURRENCY="25")
+    # One workspace may hold 7/8 of the delivery threads: 28 of 32.
+    worker = processes.worker(WORKER_CONCURRENCY="32")
     processes.scheduler()
     ids = post(api, 40)
     wait_for(lambda: provider.in_flight >= 25, 20, what="25 calls in flight")
