@@ -20,6 +20,7 @@ from messaging.devtools import localredis
 from messaging.devtools.supervisor import Supervisor
 from messaging.management.commands.run_dev import Command
 from tests.process_control import free_port
+from tests.test_worker import database_url
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -58,6 +59,9 @@ def test_new_demo_password_gives_the_demo_user_a_new_one_and_ends_its_sessions(d
 
 def test_the_seed_hint_works_when_pasted_into_a_shell_without_the_virtualenv(db, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    # The hint carries the DATABASE_URL run_dev was given: here this test's own database (under
+    # `make test-postgres` the exported one names a database that pytest-django never creates).
+    monkeypatch.setenv("DATABASE_URL", database_url())
     hint = re.search(r"`([^`]*manage\.py seed_demo)`", run_dev(tmp_path)).group(1)
     # A shell with no virtualenv on PATH and none of this process's settings: the line must carry them.
     pasted = hint.replace("seed_demo", "showmigrations messaging")

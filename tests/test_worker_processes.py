@@ -143,7 +143,8 @@ def test_a_worker_process_opens_few_database_connections_however_many_calls_are_
 ):
     provider.delay_seconds = 1
     processes.worker(WORKER_CONCURRENCY="32")
-    ids = post(api, 64)
+    # Two workspaces: one alone holds at most 28 of the 32 delivery threads.
+    ids = post(api, 32) + post(api, 32, workspaceId="70001")
     wait_for(lambda: provider.in_flight >= 30, 20, what="30 calls in flight")
     with connection.cursor() as cursor:
         cursor.execute(
