@@ -146,7 +146,8 @@ ENQUEUE_BATCH_MS = env.float("ENQUEUE_BATCH_MS", default=0.0 if IS_TEST else 5.0
 # Seconds a delivery job may run before RQ kills it; every outbound timeout is shorter than this.
 RQ_JOB_TIMEOUT = env.int("RQ_JOB_TIMEOUT", default=60)
 _queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}
-RQ_QUEUES = {name: dict(_queue) for name in ("default", "sms", "email", "ai")}
+# The delivery queues only: `manage.py rqscheduler` (messaging's) runs on the sms queue's connection.
+RQ_QUEUES = {name: dict(_queue) for name in ("sms", "email", "ai")}
 
 RQ_SHOW_ADMIN_LINK = True
 # `manage.py rqworker` uses the concurrent worker (messaging/delivery/worker.py): many deliveries in

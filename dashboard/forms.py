@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from messaging.lib import strictjson
 from messaging.models import Channel, Status, Workspace
+from messaging.reporting.selectors import NO_ERROR_KIND
 from messaging.workspaces import workspace_lookup
 
 
@@ -22,12 +24,32 @@ class MessageFilterForm(forms.Form):
     workspace = forms.CharField(required=False, max_length=100, label="Workspace ID", strip=False)
     recipient = forms.CharField(required=False, max_length=320, label="Recipient contains")
     error = forms.CharField(required=False, max_length=200, label="Error contains")
+    error_kind = forms.CharField(
+        required=False,
+        max_length=64,
+        label="Error kind",
+        help_text=f"Exact, e.g. http_503; {NO_ERROR_KIND} for none.",
+    )
     date_from = forms.DateField(
         required=False, label="From (UTC)", widget=forms.DateInput(attrs={"type": "date"})
     )
     date_to = forms.DateField(
         required=False, label="To (UTC)", widget=forms.DateInput(attrs={"type": "date"})
     )
+
+    failed_since = forms.DateTimeField(
+        required=False,
+        label="Failed since (UTC)",
+        input_formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
+    )
+
+    def clean_failed_since(self) -> datetime | None:
+        value = self.cleaned_data["failed_since"]
+        if value is None:
+            return None
+        # The label says UTC: read a wall-clock time as UTC whatever TIME_ZONE is.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def clean_workspace(self) -> Workspace | None:
         value = self.cleaned_data["workspace"]
@@ -52,6 +74,19 @@ class RescheduleForm(forms.Form):
         value = self.cleaned_data["scheduled_for"]
         # The input has no zone; the page says UTC, so read it as UTC whatever TIME_ZONE is.
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# The picker sends a wall-clock time without an offset ("2026-12-24T09:30"), which the API reads in
+# the workspace's time zone (messaging.validation, scheduledFor).
+SEND_AT_HELP = (
+    "Optional; empty sends now. Date and time in the workspace's own time zone (set in admin, UTC "
+    "when unset), not your browser's and not UTC."
+)
+
+
+def sandbox_callback_url() -> str:
+    """The built-in sandbox's callback receiver (settings.SANDBOX_BASE_URL + /callback/ai-reply)."""
+    return f"{settings.SANDBOX_BASE_URL.rstrip('/')}/callback/ai-reply"
 
 
 class _TestSendForm(forms.Form):
@@ -91,12 +126,15 @@ class SmsTestForm(_TestSendForm):
     json_fields = ("metadata",)
     workspaceId = _text("Workspace ID", initial="66338")
     contactId = _text("Contact ID", initial="dashboard-test")
-    phoneNumber = _text("Phone number", help_text="E.164, e.g. +14155550123 (sandbox: +15005550400 fails)")
+    phoneNumber = _text(
+        "Phone number",
+        help_text="E.164, e.g. +14155550123, or a national number when the workspace has a default phone region.",
+    )
     message = _text("Message", widget=forms.Textarea(attrs={"rows": 3}))
     mediaUrl = _text("Media URL")
     scheduledFor = _text(
         "Send at",
-        help_text="Optional. ISO 8601; without an offset it is read in the workspace's time zone.",
+        help_text=SEND_AT_HELP,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
     metadata = _text("Metadata (JSON object)", widget=forms.Textarea(attrs={"rows": 2}))
@@ -112,7 +150,7 @@ class EmailTestForm(_TestSendForm):
     html = _text("HTML body", widget=forms.Textarea(attrs={"rows": 4}))
     scheduledFor = _text(
         "Send at",
-        help_text="Optional. ISO 8601; without an offset it is read in the workspace's time zone.",
+        help_text=SEND_AT_HELP,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
     metadata = _text("Metadata (JSON object)", widget=forms.Textarea(attrs={"rows": 2}))
@@ -129,3 +167,16 @@ class AiTestForm(_TestSendForm):
     phone_number = _text(
         "Phone number", help_text="Optional: sent as “to” when the callback URL ends in /send-sms."
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if settings.SANDBOX_ENABLED:
+            # Offer the sandbox's receiver, which CALLBACK_ALLOWED_HOSTS allows by default outside
+            # production; the reply then shows on the sandbox page.
+            url = sandbox_callback_url()
+            field = self.fields["callback_url"]
+            field.initial = url
+            field.help_text = (
+                f"Where the generated reply is POSTed. The sandbox receives it at {url} "
+                "(see the Sandbox page); end the path in /send-sms for the SMS shape."
+            )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, register_converter
 
-from . import converters, views
+from . import converters, failure_views, views
 
 register_converter(converters.WorkspaceIdConverter, "workspace_id")
 
@@ -18,8 +18,8 @@ urlpatterns = [
     path("messages/<str:message_id>/retry", views.message_retry, name="message-retry"),
     path("messages/<str:message_id>/cancel", views.message_cancel, name="message-cancel"),
     path("messages/<str:message_id>/reschedule", views.message_reschedule, name="message-reschedule"),
-    path("failures/", views.failures, name="failures"),
-    path("failures/retry", views.failures_retry, name="failures-retry"),
+    path("failures/", failure_views.failures, name="failures"),
+    path("failures/retry", failure_views.failures_retry, name="failures-retry"),
     path("scheduled/", views.scheduled, name="scheduled"),
     path("test-send/", views.test_send, name="test-send"),
     path("sandbox/received/", views.sandbox, name="sandbox"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, timedelta
 
+import redis
 from django.conf import settings
 from django.contrib import messages as flash
 from django.http import Http404, HttpRequest, HttpResponse
@@ -14,14 +15,16 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_rq.settings import get_queues_map
+from rq.job import Job
 
-from messaging import services, validation
+from messaging import queues, services, validation
 from messaging.delivery import channels as channel_registry
 from messaging.models import Channel, Message, SandboxReceipt, Status, Workspace
 from messaging.reporting import numbers, queue_stats, selectors
 from messaging.workspaces import workspace_lookup
 
 from .access import staff_required
+from .failure_views import with_messages_urls
 from .forms import AiTestForm, EmailTestForm, MessageFilterForm, RescheduleForm, SmsTestForm
 
 # channel -> its form; the validator and the intake service come from the channel registry
@@ -70,21 +73,30 @@ def overview_live(request: HttpRequest) -> HttpResponse:
 @staff_required
 @never_cache
 def workspace_detail(request: HttpRequest, external_id: str) -> HttpResponse:
-    """One workspace: numbers per channel, sent/failed per hour as charts, recent messages, top errors."""
+    """One workspace over the selected window: numbers per channel, sent/failed charts, the errors
+    of the messages that failed in the window and the messages accepted in it."""
     workspace = get_object_or_404(Workspace, external_id=external_id)
     window = _window(request)
-    hours = 168 if window in ("7d", "all") else 48
-    series = numbers.workspace_hourly_series(workspace, hours=hours)
+    now = timezone.now()
+    since = numbers.window_start(window, now)
+    chart = numbers.workspace_chart(workspace, window, now=now)
+    # The messages page's filter for "failed in this window" (whole seconds, like window_start).
+    failed_since = since.strftime("%Y-%m-%dT%H:%M:%S") if since else ""
     ctx = {
         "workspace": workspace,
         "window": window,
         "windows": [(key, label) for key, (label, _length) in numbers.WINDOWS.items()],
         "window_label": numbers.WINDOWS[window][0],
-        "summary": numbers.workspace_summary(workspace, window),
-        "charts": [(label, series[value]) for value, label in Channel.choices],
-        "chart_hours": hours,
-        "recent": selectors.workspace_recent_messages(workspace),
-        "errors": selectors.failed_message_groups(workspace_id=workspace.pk)[:10],
+        "window_since": since,
+        "summary": numbers.workspace_summary(workspace, window, now=now),
+        "chart": chart,
+        "charts": [(label, chart.series[value]) for value, label in Channel.choices],
+        "recent": selectors.workspace_recent_messages(workspace, since=since),
+        "errors": with_messages_urls(
+            selectors.failed_message_groups(workspace_id=workspace.pk, since=since)[:10],
+            workspace=workspace,
+            failed_since=failed_since,
+        ),
         "channels": Channel.choices,
     }
     return render(request, "dashboard/workspace.html", ctx)
@@ -105,8 +117,10 @@ def message_list(request: HttpRequest) -> HttpResponse:
             workspace=data["workspace"],
             recipient=data["recipient"].strip(),
             error=data["error"].strip(),
+            error_kind=data["error_kind"].strip(),
             date_from=data["date_from"],
             date_to=data["date_to"],
+            failed_since=data["failed_since"],
         )
     page = selectors.message_search(filters, cursor=request.GET.get("cursor", ""))
     next_query = None
@@ -143,8 +157,16 @@ def _message_url(key: str) -> str | None:
 
 
 def _job_url(message: Message) -> str | None:
+    """django-rq's page of the message's RQ job, or None when that page would answer 404: RQ keeps
+    a finished job RESULT_TTL and a failed one FAILURE_TTL (messaging.queues), the retention job trims
+    finished ones sooner, and a Redis without persistence forgets them all. None when Redis is down."""
     index = get_queues_map().get(message.channel)
     if index is None or not message.rq_job_id:
+        return None
+    try:
+        if not Job.exists(message.rq_job_id, connection=queues.get_connection()):
+            return None
+    except redis.exceptions.RedisError:
         return None
     return reverse("django_rq:job_detail", args=[index, message.rq_job_id])
 
@@ -153,7 +175,6 @@ def _message_context(message: Message) -> dict:
     return {
         "message": message,
         "attempts": list(message.delivery_attempts.all()),
-        "job_url": _job_url(message),
         "can_retry": message.status == Status.FAILED,
         "can_cancel": message.status in services.CANCELLABLE,
         "can_reschedule": message.status in services.CANCELLABLE,
@@ -168,6 +189,7 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
     """One message: request fields, attempts, provider response, AI reply, job link and actions."""
     message = _message_or_404(message_id)
     ctx = _message_context(message)
+    ctx["job_url"] = _job_url(message)
     default_time = (message.scheduled_for or timezone.now() + timedelta(hours=1)).astimezone(UTC)
     ctx["reschedule_form"] = RescheduleForm(
         initial={"scheduled_for": default_time.strftime("%Y-%m-%dT%H:%M")}
@@ -238,53 +260,6 @@ def message_reschedule(request: HttpRequest, message_id: str) -> HttpResponse:
     except services.MessageStateError as exc:
         flash.error(request, str(exc))
     return _back(request, message)
-
-
-@require_GET
-@staff_required
-@never_cache
-def failures(request: HttpRequest) -> HttpResponse:
-    """Failed messages grouped by channel and error kind, with a sample and retry-all."""
-    groups = selectors.failed_message_groups()
-    return render(
-        request, "dashboard/failures.html", {"groups": groups, "total": sum(group.count for group in groups)}
-    )
-
-
-def _group_params(request: HttpRequest) -> tuple[str, str]:
-    source = request.POST if request.method == "POST" else request.GET
-    channel = source.get("channel", "")
-    if channel not in Channel.values:
-        raise Http404("Unknown channel")
-    return channel, source.get("error_kind", "")
-
-
-@staff_required
-@never_cache
-def failures_retry(request: HttpRequest) -> HttpResponse:
-    """GET: confirm retrying a whole failure group. POST: retry it (services.failed_group_retry)."""
-    channel, error_kind = _group_params(request)
-    if request.method == "POST":
-        retried = services.failed_group_retry(channel=channel, error_kind=error_kind)
-        flash.success(request, f"{retried} {Channel(channel).label} message(s) queued again.")
-        return redirect("dashboard:failures")
-    if request.method != "GET":
-        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
-    ctx = {
-        "channel": channel,
-        "channel_label": Channel(channel).label,
-        "error_kind": error_kind,
-        "count": selectors.failed_group_count(channel=channel, error_kind=error_kind),
-        "group": next(
-            (
-                g
-                for g in selectors.failed_message_groups()
-                if g.channel == channel and g.error_kind == error_kind
-            ),
-            None,
-        ),
-    }
-    return render(request, "dashboard/failures_retry.html", ctx)
 
 
 @require_GET

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -163,3 +164,14 @@ def api_key_cache_clear() -> None:
     or a deleted workspace takes effect here at once (other processes: within their cache times)."""
     for cache in (_api_keys, _unknown_prefixes, _workspaces, _workspaces_by_pk):
         cache.clear()
+
+
+def api_key_revoke(*, key_ids: Iterable[int]) -> int:
+    """Revoke the API keys with these primary keys: set `revoked_at` (now, UTC) on those not revoked
+    yet; return how many were revoked. A revoked key is refused at once in this process and within
+    API_KEY_CACHE_SECONDS in others; revoking is final (nothing un-revokes a key)."""
+    count = ApiKey.objects.filter(pk__in=list(key_ids), revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    api_key_cache_clear()
+    return count

@@ -157,7 +157,7 @@ def test_the_overview_shows_dashes_for_queues_when_redis_is_down(staff, sample, 
 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_SOCKET_TIMEOUT = 0.2
-    settings.RQ_QUEUES = {name: {"URL": settings.REDIS_URL} for name in ("default", "sms", "email", "ai")}
+    settings.RQ_QUEUES = {name: {"URL": settings.REDIS_URL} for name in ("sms", "email", "ai")}
     queues.reset_connection()
     try:
         response = staff.get("/overview/live")
@@ -237,8 +237,19 @@ def test_scheduled_messages_page_soonest_first_with_ties_broken_by_id(db):
 
 
 def test_the_detail_page_shows_escaped_fields_attempts_and_the_job_link(staff, sample):
+    from rq.job import Job
+
+    from messaging import queues
+
     sent = sample["sent"]
     Message.objects.filter(pk=sent.pk).update(provider_response='{"id": "sbx_1"}', provider_status=200)
+    # RQ still keeps the job: the page links to it.
+    Job.create(
+        "messaging.delivery.jobs.deliver",
+        args=[str(sent.pk)],
+        id=sent.rq_job_id,
+        connection=queues.get_connection(),
+    ).save()
     html = staff.get(f"/messages/{sent.pk}/").content.decode()
     assert "Sent &lt;b&gt;hello&lt;/b&gt;" in html and "<b>hello</b>" not in html
     assert "Delivery attempts" in html and "120 ms" in html

@@ -10,7 +10,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from messaging import services
-from messaging.models import Message, MessageStat, MessageStatHour, Status
+from messaging.models import Message, MessageStat, MessageStatHour, Status, Workspace
 from messaging.reporting import numbers, rollup
 from tests import factories
 
@@ -129,9 +129,23 @@ def test_window_counts_from_any_start_equal_direct_counts(history, hours_back):
     assert as_plain(rollup.window_counts(start, now=now)) == direct_counts(start, now)
 
 
-def test_day_windows_start_on_a_whole_hour_and_the_hour_window_is_exact():
+def test_every_window_is_exact_to_the_second():
     now = timezone.now()
-    assert numbers.window_start("24h", now) == rollup.hour_floor(now - timedelta(hours=24))
-    assert numbers.window_start("7d", now) == rollup.hour_floor(now - timedelta(days=7))
-    assert numbers.window_start("1h", now) == now - timedelta(hours=1)
+    assert numbers.window_start("24h", now) == (now - timedelta(hours=24)).replace(microsecond=0)
+    assert numbers.window_start("7d", now) == (now - timedelta(days=7)).replace(microsecond=0)
+    assert numbers.window_start("1h", now) == (now - timedelta(hours=1)).replace(microsecond=0)
     assert numbers.window_start("all", now) is None
+
+
+@pytest.mark.parametrize("window", ["1h", "24h", "7d", "all"])
+def test_a_workspace_chart_sums_to_the_workspace_numbers_of_its_window(history, window):
+    """Per minute, hour or day, the bars of each channel add up to the window's sent and failed."""
+    now = timezone.now()
+    for workspace in Workspace.objects.all():
+        summary = numbers.workspace_summary(workspace, window, now=now)
+        chart = numbers.workspace_chart(workspace, window, now=now)
+        for channel, points in chart.series.items():
+            assert sum(p["sent"] for p in points) == summary[channel].sent, (workspace, channel)
+            assert sum(p["failed"] for p in points) == summary[channel].failed, (workspace, channel)
+            starts = [p["start"] for p in points]
+            assert starts == sorted(starts) and starts[-1] <= now

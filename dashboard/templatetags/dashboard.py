@@ -49,12 +49,28 @@ def status_badge(status: str) -> str:
     return format_html('<span class="badge badge-{}">{}</span>', status, status)
 
 
-@register.inclusion_tag("dashboard/_chart.html")
-def hourly_chart(points: list[dict], title: str) -> dict:
-    """Server-rendered SVG bar chart of sent (up) and failed (down) per hour.
+# Per chart bucket (reporting.numbers.Chart.bucket): the strftime format of a bar's start in its
+# tooltip, and whether the bar with that start gets an axis label.
+_BUCKET_FORMATS = {"minute": "%b %d %H:%M", "hour": "%b %d %H:00", "day": "%b %d", "7 days": "%b %d"}
 
-    `points`: [{hour, sent, failed}, ...] oldest first. Geometry is computed here so the template only
-    places rectangles (no inline styles: colours come from CSS classes).
+
+def _axis_label(start, bucket: str, index: int, count: int) -> str | None:
+    if bucket == "minute":
+        return f"{start:%H:%M}" if start.minute % 10 == 0 else None
+    if bucket == "hour":
+        if start.hour % 6:
+            return None
+        return f"{start:%H:00}" if start.hour else f"{start:%b %d}"
+    return f"{start:%b %d}" if index % max(1, count // 8) == 0 else None
+
+
+@register.inclusion_tag("dashboard/_chart.html")
+def bucket_chart(points: list[dict], title: str, bucket: str = "hour") -> dict:
+    """Server-rendered SVG bar chart of sent (up) and failed (down) per time bucket.
+
+    `points`: [{start, sent, failed}, ...] oldest first (reporting.numbers.Chart.series); `bucket`:
+    "minute", "hour", "day" or "7 days". Geometry is computed here so the template only places
+    rectangles (no inline styles: colours come from CSS classes).
     """
     width, height, pad_left, pad_bottom, pad_top = 1200, 150, 44, 22, 10
     n = max(len(points), 1)
@@ -66,6 +82,7 @@ def hourly_chart(points: list[dict], title: str) -> dict:
     bar_w = max(slot * 0.75, 1)
     bars = []
     labels = []
+    when_format = _BUCKET_FORMATS.get(bucket, "%b %d %H:%M")
     for i, p in enumerate(points):
         x = pad_left + i * slot + (slot - bar_w) / 2
         sent_h = p["sent"] * scale
@@ -79,16 +96,12 @@ def hourly_chart(points: list[dict], title: str) -> dict:
                 "sent_h": round(sent_h, 2),
                 "failed_y": round(base - sent_h - failed_h, 2),
                 "failed_h": round(failed_h, 2),
-                "title": f"{p['hour']:%b %d %H:00} UTC — {p['sent']} sent, {p['failed']} failed",
+                "title": f"{p['start']:{when_format}} UTC ({bucket}) — {p['sent']} sent, {p['failed']} failed",
             }
         )
-        if p["hour"].hour % 6 == 0:
-            labels.append(
-                {
-                    "x": round(x + bar_w / 2, 2),
-                    "text": f"{p['hour']:%H:00}" if p["hour"].hour else f"{p['hour']:%b %d}",
-                }
-            )
+        text = _axis_label(p["start"], bucket, i, len(points))
+        if text:
+            labels.append({"x": round(x + bar_w / 2, 2), "text": text})
     totals = {"sent": sum(p["sent"] for p in points), "failed": sum(p["failed"] for p in points)}
     return {
         "title": title,

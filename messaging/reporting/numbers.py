@@ -12,9 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count
+from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from ..models import WAITING_STATUSES, Channel, Message, Workspace
+from ..models import WAITING_STATUSES, Channel, Message, Status, Workspace
 from . import rollup
 
 # Overview windows: key -> (label, length; None = all time).
@@ -25,6 +26,8 @@ WINDOWS: dict[str, tuple[str, timedelta | None]] = {
     "all": ("All time", None),
 }
 DEFAULT_WINDOW = "24h"
+# Bars of a workspace's all-time chart at most per day; a longer history is drawn per 7 days.
+MAX_DAY_BARS = 120
 CHANNELS = tuple(Channel)
 
 
@@ -55,17 +58,17 @@ class WorkspaceRow:
 
 
 def window_start(window: str, now: datetime | None = None) -> datetime | None:
-    """Start (aware UTC) of an overview window key ("1h", "24h", "7d", "all"); None for all time.
+    """Start (aware UTC) of an overview window key ("1h", "24h", "7d", "all"): `now` minus the window's
+    length, truncated to a whole second so links can name it exactly ("Last 24 hours" is the last 24
+    hours, not since a whole hour); None for all time.
 
-    Raises KeyError for an unknown key.
-    Windows of a day or more start on a whole UTC hour (up to 59 minutes earlier than the exact
-    length), so they are summed from the hourly rollup alone; the last hour is exact.
+    Raises KeyError for an unknown key. reporting.rollup.window_counts reads whole closed hours from
+    the hourly rollup and counts the partial hours at both edges live, so any start is exact.
     """
     length = WINDOWS[window][1]
     if length is None:
         return None
-    start = (now or timezone.now()) - length
-    return rollup.hour_floor(start) if length >= timedelta(days=1) else start
+    return ((now or timezone.now()) - length).replace(microsecond=0)
 
 
 def _numbers(counts: rollup.Counts | None, waiting: int) -> ChannelNumbers:
@@ -148,19 +151,72 @@ def workspace_summary(
     }
 
 
-def workspace_hourly_series(
-    workspace: Workspace, *, hours: int = 48, now: datetime | None = None
-) -> dict[str, list[dict]]:
-    """Sent and failed per hour for the last `hours` hours: {channel: [{hour, sent, failed}, ...]} oldest first."""
-    now = now or timezone.now()
-    first_hour = rollup.hour_floor(now) - timedelta(hours=hours - 1)
-    series = rollup.hourly_series(workspace.pk, first_hour, now=now)
-    result: dict[str, list[dict]] = {}
-    for ch in CHANNELS:
-        points = []
-        for i in range(hours):
-            hour = first_hour + timedelta(hours=i)
-            counts = series.get((hour, ch.value)) or rollup.Counts()
-            points.append({"hour": hour, "sent": counts.sent, "failed": counts.failed})
-        result[ch.value] = points
+@dataclass
+class Chart:
+    """Sent and failed per time bucket for one workspace over a window (workspace_chart).
+
+    `bucket` names the bucket ("minute", "hour", "day" or "7 days"); `series` is
+    {channel: [{"start": aware UTC bucket start, "sent": n, "failed": n}, ...]} oldest first. The
+    first bucket counts only from the window's start, so each series sums to the window's numbers.
+    """
+
+    bucket: str
+    series: dict[str, list[dict]]
+
+
+def _minute_series(workspace: Workspace, start: datetime, now: datetime) -> dict[tuple[datetime, str], list]:
+    """{(minute start, channel): [sent, failed]} counted live for events in [start, now]."""
+    result: dict[tuple[datetime, str], list] = {}
+    for index, (status, stamp) in enumerate(((Status.SENT, "sent_at"), (Status.FAILED, "failed_at"))):
+        rows = (
+            Message.objects.filter(
+                workspace=workspace,
+                status=status,
+                **{f"{stamp}__gte": start, f"{stamp}__lt": now + timedelta(seconds=1)},
+            )
+            .annotate(minute=TruncMinute(stamp))
+            .values("minute", "channel")
+            .annotate(n=Count("*"))
+            .order_by()
+        )
+        for row in rows:
+            result.setdefault((row["minute"], row["channel"]), [0, 0])[index] += row["n"]
     return result
+
+
+def workspace_chart(
+    workspace: Workspace, window: str = DEFAULT_WINDOW, *, now: datetime | None = None
+) -> Chart:
+    """Sent and failed of one workspace per bucket over `window` (a WINDOWS key), the same events
+    workspace_summary counts: per minute for the last hour (counted live), per UTC hour for 24 hours
+    and 7 days (hourly rollup plus live edges), per UTC day for all time (per 7 days beyond
+    MAX_DAY_BARS days). Raises KeyError for an unknown window."""
+    now = now or timezone.now()
+    start = window_start(window, now)
+    if window == "1h" and start is not None:
+        bucket, step = "minute", timedelta(minutes=1)
+        first = start.replace(second=0, microsecond=0)
+        counts = _minute_series(workspace, start, now)
+    else:
+        if start is None:  # all time: from the day of the workspace's first message
+            first_seen = rollup.first_activity(workspace.pk) or now
+            start = rollup.day_floor(first_seen)
+            days = (now - start) // rollup.DAY + 1
+            bucket, step = ("day", rollup.DAY) if days <= MAX_DAY_BARS else ("7 days", 7 * rollup.DAY)
+        else:
+            bucket, step = "hour", rollup.HOUR
+        first = rollup.hour_floor(start)
+        counts = {}
+        for (hour, channel), c in rollup.hourly_series(workspace.pk, start, now=now).items():
+            key = (first + (hour - first) // step * step, channel)
+            sums = counts.setdefault(key, [0, 0])
+            sums[0] += c.sent
+            sums[1] += c.failed
+    series: dict[str, list[dict]] = {ch.value: [] for ch in CHANNELS}
+    when = first
+    while when <= now:
+        for ch in CHANNELS:
+            sent, failed = counts.get((when, ch.value), (0, 0))
+            series[ch.value].append({"start": when, "sent": sent, "failed": failed})
+        when += step
+    return Chart(bucket=bucket, series=series)

@@ -30,6 +30,15 @@ def delayed_counts() -> dict[str, int]:
     return {channel: n for channel, n in counts.items() if n}
 
 
+def failed_message_counts() -> dict[str, int]:
+    """Return {channel: messages whose status is failed now} (what an operator retries; /failures/)."""
+    # Per channel, an equality on (status, channel): a range of the failure-groups index.
+    return {
+        channel: Message.objects.filter(status=Status.FAILED, channel=channel).count()
+        for channel in Channel.values
+    }
+
+
 @dataclass
 class QueueNumbers:
     """One delivery queue's numbers. A Redis-backed value is None when Redis could not be asked.
@@ -37,13 +46,16 @@ class QueueNumbers:
     - `index`: the queue's position in django-rq's settings (its pages' URLs use it), None if absent;
     - `waiting`: jobs on the queue; `active`: jobs started and not finished; `completed`: finished jobs
       RQ still keeps; `failed`: jobs in RQ's failed registry; `workers`: workers listening on it;
-    - `delayed`: messages waiting for a future time (scheduled, or a retry's backoff), from the
-      database, so it is known while Redis is down.
+    - `delayed`: messages waiting for a future time (scheduled, or a retry's backoff), and
+      `failed_messages`: messages failed now (after their last attempt), both from the database, so
+      they are known while Redis is down. RQ's `failed` counts jobs, not messages: a delivery that
+      fails is recorded on its message and its job ends normally, so a failed job means a crash.
     """
 
     name: str
     index: int | None
     delayed: int = 0
+    failed_messages: int = 0
     waiting: int | None = None
     active: int | None = None
     completed: int | None = None
@@ -59,13 +71,19 @@ def queue_numbers() -> list[QueueNumbers]:
     """Numbers per delivery queue, in QUEUE_NAMES order (sms, email, ai).
 
     Redis errors leave the Redis-backed values None (see QueueNumbers.redis_answered); never raises
-    for Redis. Costs one count query per channel and five Redis reads per queue.
+    for Redis. Costs two count queries per channel and five Redis reads per queue.
     """
     index = get_queues_map()
     delayed = delayed_counts()
+    failed_messages = failed_message_counts()
     result = []
     for name in queues.QUEUE_NAMES:
-        numbers = QueueNumbers(name=name, index=index.get(name), delayed=delayed.get(name, 0))
+        numbers = QueueNumbers(
+            name=name,
+            index=index.get(name),
+            delayed=delayed.get(name, 0),
+            failed_messages=failed_messages.get(name, 0),
+        )
         try:
             queue = queues.get_queue(name)
             waiting = queue.count

@@ -388,22 +388,26 @@ def window_counts(
 def hourly_series(
     workspace_id: int, start: datetime, *, now: datetime | None = None
 ) -> dict[tuple[datetime, str], Counts]:
-    """Return {(hour start, channel): Counts} for one workspace from the hour containing `start` to now."""
+    """Return {(hour start, channel): Counts} of one workspace for events in [start, now], per UTC hour.
+
+    The hour containing `start` counts only from `start` (live, like every hour not yet closed).
+    """
     now = now or timezone.now()
-    start = hour_floor(start)
+    whole_start = hour_ceil(start)
     end_closed = closed_until(now)
     result: dict[tuple[datetime, str], Counts] = {}
-    live = [(max(start, end_closed), now + timedelta(seconds=1))]
-    if start < end_closed:
-        stats_refresh(start=start, now=now)
+    live = [(start, now + timedelta(seconds=1))]
+    if whole_start < end_closed:
+        stats_refresh(start=whole_start, now=now)
         for stat in MessageStat.objects.filter(
-            workspace_id=workspace_id, hour__gte=start, hour__lt=end_closed
+            workspace_id=workspace_id, hour__gte=whole_start, hour__lt=end_closed
         ):
             result[(stat.hour, stat.channel)] = Counts(
                 sent=stat.sent, failed=stat.failed, latency=[getattr(stat, name) for name in LATENCY_FIELDS]
             )
+        live = [(start, whole_start), (end_closed, now + timedelta(seconds=1))]
     rows: dict[tuple, Counts] = {}
-    _accumulate(rows, _live_rows(live, workspace_id=workspace_id, by_hour=True))
+    _accumulate(rows, _live_rows([r for r in live if r[0] < r[1]], workspace_id=workspace_id, by_hour=True))
     for (hour, _ws, channel), counts in rows.items():
         result.setdefault((hour, channel), Counts()).add(counts)
     return result

@@ -79,6 +79,11 @@ def error_label(error_kind: str) -> str:
     return error_kind or "Unknown"
 
 
+# The messages page's `error_kind` filter value for messages without an error kind (a failure group
+# labelled "Unknown"); real error kinds are "http_<status>", snake_case words or exception class names.
+NO_ERROR_KIND = "-"
+
+
 @dataclass
 class FailureGroup:
     channel: str
@@ -87,23 +92,33 @@ class FailureGroup:
     first_seen: datetime | None
     last_seen: datetime | None
     sample: Message | None = None
+    messages_url: str = ""  # set by the dashboard: the messages page filtered to this group
 
     @property
     def label(self) -> str:
         return error_label(self.error_kind)
 
+    @property
+    def error_kind_filter(self) -> str:
+        """The messages page's `error_kind` filter value that finds this group's messages."""
+        return self.error_kind or NO_ERROR_KIND
+
 
 def failed_message_groups(
-    *, workspace_id: int | None = None, with_samples: bool = True
+    *, workspace_id: int | None = None, since: datetime | None = None, with_samples: bool = True
 ) -> list[FailureGroup]:
     """Failed messages grouped by channel and error kind, largest group first.
 
     Each group has its count, first and last `failed_at` (aware UTC) and, with_samples, the most
-    recent failed message of the group (with its workspace).
+    recent failed message of the group (with its workspace). `since` (aware): only messages that
+    failed at or after it (None: any time). The messages of a group are the ones `message_search`
+    finds with status failed and the group's channel and error kind (and workspace and `failed_since`).
     """
     qs = Message.objects.filter(status=Status.FAILED)
     if workspace_id is not None:
         qs = qs.filter(workspace_id=workspace_id)
+    if since is not None:
+        qs = qs.filter(failed_at__gte=since)
     rows = (
         qs.values("channel", "error_kind")
         .annotate(n=Count("*"), first=Min("failed_at"), last=Max("failed_at"))
@@ -138,8 +153,10 @@ class MessageFilters:
     workspace: Workspace | None = None
     recipient: str = ""
     error: str = ""
+    error_kind: str = ""  # exact; NO_ERROR_KIND for messages without one
     date_from: date | None = None  # UTC day, inclusive
     date_to: date | None = None  # UTC day, inclusive
+    failed_since: datetime | None = None  # aware; failed_at at or after it
 
 
 @dataclass
@@ -205,6 +222,10 @@ def message_search(filters: MessageFilters, *, cursor: str = "", limit: int = 50
         qs = qs.filter(recipient__icontains=filters.recipient)
     if filters.error:
         qs = qs.filter(last_error__icontains=filters.error)
+    if filters.error_kind:
+        qs = qs.filter(error_kind="" if filters.error_kind == NO_ERROR_KIND else filters.error_kind)
+    if filters.failed_since:
+        qs = qs.filter(failed_at__gte=filters.failed_since)
     if filters.date_from:
         qs = qs.filter(accepted_at__gte=datetime.combine(filters.date_from, time.min, tzinfo=UTC))
     if filters.date_to:
@@ -225,9 +246,14 @@ def scheduled_count() -> int:
     return Message.objects.filter(status=Status.SCHEDULED).count()
 
 
-def workspace_recent_messages(workspace: Workspace, *, limit: int = 20) -> list[Message]:
-    """The workspace's newest messages (by accepted_at)."""
-    return list(Message.objects.filter(workspace=workspace).order_by("-accepted_at")[:limit])
+def workspace_recent_messages(
+    workspace: Workspace, *, since: datetime | None = None, limit: int = 20
+) -> list[Message]:
+    """The workspace's newest messages (by accepted_at), only those accepted at or after `since` (aware) when given."""
+    qs = Message.objects.filter(workspace=workspace)
+    if since is not None:
+        qs = qs.filter(accepted_at__gte=since)
+    return list(qs.order_by("-accepted_at")[:limit])
 
 
 def sandbox_receipts(*, endpoint: str = "", before_id: int | None = None, limit: int = 50) -> Page:
