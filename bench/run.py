@@ -415,7 +415,7 @@ def status_counts(env: Env) -> str:
         "from messaging.models import DeliveryAttempt\n"
         "print(', '.join(f'{r[\"status\"]} {r[\"n\"]}' for r in"
         " Message.objects.values('status').annotate(n=Count('pk')).order_by('-n'))"
-        " + '; attempts: ' + ', '.join(f'{r[\"outcome\"]} {r[\"error_kind\"] or \"-\"} {r[\"n\"]}' for r in"
+        ' + \'; attempts: \' + \', \'.join(f\'{r["outcome"]} {r["error_kind"] or "-"} {r["n"]}\' for r in'
         " DeliveryAttempt.objects.values('outcome', 'error_kind').annotate(n=Count('pk')).order_by('-n')))\n"
     )
     return env.django(code).strip().splitlines()[-1]
