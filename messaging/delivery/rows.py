@@ -77,10 +77,6 @@ def claim(messages: Sequence[Message], now: datetime) -> set[str]:
         return set()
     _distinct(m.pk for m in messages)
     stamp = _stamp(now)
-    if connection.vendor == "postgresql":
-        claimed = _claim_in_one_statement(messages, stamp)
-        _claimed_in_memory(messages, claimed, now)
-        return claimed
     sql = (
         f"UPDATE {_table()} SET status = %s, attempts = %s, sending_started_at = %s "  # noqa: S608
         "WHERE id = %s AND status IN (%s, %s) AND rq_job_id = %s AND attempts = %s "
@@ -103,30 +99,6 @@ def claim(messages: Sequence[Message], now: datetime) -> set[str]:
             )
             found = {str(Message._meta.pk.to_python(pk)): (n, job) for pk, n, job in cursor.fetchall()}
         claimed = {str(m.pk) for m in messages if found.get(str(m.pk)) == (m.attempts + 1, m.rq_job_id)}
-    _claimed_in_memory(messages, claimed, now)
-    return claimed
-
-
-def _claim_in_one_statement(messages: Sequence[Message], stamp: Any) -> set[str]:
-    """PostgreSQL: the claims as one UPDATE ... FROM (VALUES ...) RETURNING: one statement to parse
-    and plan instead of one per message, and exactly the rows it moved."""
-    values = ", ".join(["(%s::uuid, %s::integer, %s::text)"] * len(messages))
-    sql = (
-        f"UPDATE {_table()} AS m SET status = %s, attempts = v.attempts + 1, sending_started_at = %s "  # noqa: S608
-        f"FROM (VALUES {values}) AS v(id, attempts, job) "
-        "WHERE m.id = v.id AND m.status IN (%s, %s) AND m.rq_job_id = v.job AND m.attempts = v.attempts "
-        "AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %s) RETURNING m.id"
-    )
-    params: list[Any] = [Status.SENDING.value, stamp]
-    for message in messages:
-        params.extend((str(message.pk), message.attempts, message.rq_job_id))
-    params.extend((*CLAIMABLE, stamp))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {str(Message._meta.pk.to_python(row[0])) for row in cursor.fetchall()}
-
-
-def _claimed_in_memory(messages: Sequence[Message], claimed: set[str], now: datetime) -> None:
     for message in messages:
         if str(message.pk) in claimed:
             message.status, message.attempts, message.sending_started_at = (
@@ -134,6 +106,7 @@ def _claimed_in_memory(messages: Sequence[Message], claimed: set[str], now: date
                 message.attempts + 1,
                 now,
             )
+    return claimed
 
 
 def release(messages: Sequence[Message]) -> None:
