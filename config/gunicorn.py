@@ -1,19 +1,25 @@
 """Gunicorn settings for the web process (`gunicorn -c config/gunicorn.py config.wsgi`).
 
-Read from the environment a PaaS sets: PORT, WEB_CONCURRENCY; GUNICORN_TIMEOUT optionally.
+Read from the environment a PaaS sets: PORT, WEB_CONCURRENCY; WEB_THREADS, WEB_WORKER_CLASS and
+GUNICORN_TIMEOUT optionally.
 """
 
 import os
+import re
 
 from gunicorn.glogging import Logger
 
 from messaging.lib.pii import mask_text, mask_url
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# gunicorn's documented starting point, 2 x cores + 1 sync workers: a request spends part of its time
-# waiting on the database and Redis, so one worker per core would leave the CPU idle meanwhile. A PaaS
-# sets WEB_CONCURRENCY per instance size (memory: about 70 MiB per worker).
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
+# Threaded workers (gthread), one process per core: a request spends much of its time waiting on the
+# database and Redis, and the threads of a process hand their rows to one group committer
+# (messaging.lib.groupcommit), which needs several requests of a process in flight at once. Chosen by
+# measurement (README, "Performance"): more processes than cores only add context switches and p99
+# latency on a busy machine. A PaaS sets WEB_CONCURRENCY per instance size (about 80 MiB per worker).
+worker_class = os.environ.get("WEB_WORKER_CLASS", "gthread")
+workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
+threads = int(os.environ.get("WEB_THREADS", "8"))
 # Load the app once in the master and fork the workers from it: workers start (and restart) in
 # milliseconds and share the loaded code. Nothing connects to the database or Redis at import time.
 preload_app = True
@@ -32,16 +38,30 @@ errorlog = "-"
 
 
 class MaskingLogger(Logger):
-    """gunicorn's logger with personal data masked in every access-log atom (messaging.lib.pii).
+    """gunicorn's logger with personal data masked in the access-log atoms its format prints
+    (messaging.lib.pii).
 
     The log record factory masks the formatted line too, but only where a value looks like a path or
     a query string; an `access_log_format` with `%(q)s` (the bare query) or `%(U)s` (the decoded
-    path) would print values it cannot tell apart, so they are masked here as what they are.
+    path) would print values it cannot tell apart, so they are masked here as what they are. Only the
+    atoms the format names are masked (gunicorn builds one per request header and environ variable,
+    and masking them all cost 5-9 % of an API request's time).
     """
+
+    _names_for: tuple[str, frozenset[str]] = ("", frozenset())
+
+    def _format_names(self) -> frozenset[str]:
+        fmt = self.cfg.access_log_format
+        if self._names_for[0] != fmt:
+            names = re.findall(r"%\(([^)]+)\)", fmt)
+            # gunicorn looks header and environ atoms up in lower case ({User-Agent}i -> {user-agent}i).
+            self._names_for = (fmt, frozenset(n.lower() if n.startswith("{") else n for n in names))
+        return self._names_for[1]
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        for name, value in atoms.items():
+        for name in self._format_names():
+            value = atoms.get(name)
             if not isinstance(value, str):
                 continue
             if name == "U":

@@ -84,6 +84,14 @@ MIDDLEWARE = [
     # Last, as django-axes requires: turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]
+# Machine endpoints (config/wsgi.py): paths answered to programs, and the only middleware they get.
+# SecurityMiddleware keeps HTTPS redirects and HSTS; CommonMiddleware checks the Host header against
+# ALLOWED_HOSTS. No sessions, CSRF, login lockout, messages or Content-Security-Policy: no HTML here.
+MACHINE_PATHS = ("/api/", "/health", "/metrics")
+MACHINE_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -139,10 +147,16 @@ REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
 # Seconds the web and workers stop trying Redis for enqueueing after a connection failure (messages
 # stay `accepted` for the sweep meanwhile), so an outage does not slow every request down.
 REDIS_RETRY_AFTER_SECONDS = env.float("REDIS_RETRY_AFTER_SECONDS", default=2.0)
-# Milliseconds the web process gathers accepted messages before enqueueing them together (one Redis
-# pipeline with RQ's enqueue_many, off the request's path); 0 enqueues each one in its request.
-# Messages are committed first, so a process that dies before its flush leaves them to the sweep.
+# Milliseconds a write made inside a caller's transaction (not through the group committer) waits
+# to be enqueued with others in one Redis pipeline (RQ's enqueue_many, off the request's path); 0
+# enqueues at once. Messages are committed first, so a process that dies before its flush leaves them
+# to the sweep.
 ENQUEUE_BATCH_MS = env.float("ENQUEUE_BATCH_MS", default=0.0 if IS_TEST else 5.0)
+# Group commit (messaging.lib.groupcommit): a web process stores the single-message requests of its
+# threads together, one transaction per group, and answers each 202 after the commit holding its row.
+# Off: each request commits on its own. Seconds a request waits for its commit before answering 503.
+GROUP_COMMIT = env.bool("GROUP_COMMIT", default=True)
+GROUP_COMMIT_TIMEOUT_SECONDS = env.float("GROUP_COMMIT_TIMEOUT_SECONDS", default=20.0)
 # Seconds a delivery job may run before RQ kills it; every outbound timeout is shorter than this.
 RQ_JOB_TIMEOUT = env.int("RQ_JOB_TIMEOUT", default=60)
 _queue = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}

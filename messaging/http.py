@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import ratelimit, workspaces
 from .lib import strictjson
+from .lib.groupcommit import CommitTimeout
 from .models import ApiKey, Message, Workspace
 from .validation import RequestInvalid
 
@@ -132,7 +133,8 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
     the per-key rate limit, JSON errors.
 
     RequestInvalid becomes 400 with field errors; ratelimit.RateLimited 429 with `Retry-After` (whole
-    seconds); ApiError its own status; a database or Redis outage 503. Other exceptions propagate to
+    seconds); ApiError its own status; a database or Redis outage 503, as is a write the group
+    committer did not confirm in time (groupcommit.CommitTimeout). Other exceptions propagate to
     Django's 500 handler (server_error: a JSON 500 under /api/).
     """
 
@@ -157,6 +159,13 @@ def api_view(methods: tuple[str, ...], *, auth: bool = True) -> Callable:
                 return error_response(400, exc.message, exc.errors)
             except ratelimit.RateLimited as exc:
                 return error_response(429, exc.message, headers={"Retry-After": str(exc.retry_after_seconds)})
+            except CommitTimeout:
+                logger.error("no commit confirmed in time in %s", request.path)
+                return error_response(
+                    503,
+                    "The database did not confirm the write in time; the message may or may not be "
+                    "stored. Retry with the same Idempotency-Key to be safe.",
+                )
             except DatabaseError:
                 logger.exception("database error in %s", request.path)
                 return error_response(503, "Database unavailable; nothing was stored. Try again.")

@@ -21,6 +21,7 @@ from django.utils import timezone
 from . import queues
 from .delivery import outbox
 from .lib.bulkinsert import insert_rows
+from .lib.groupcommit import GroupCommitter
 from .models import ApiKey, Message, Status, Workspace
 from .reporting import rollup
 from .workspaces import workspace_get_or_create
@@ -47,8 +48,7 @@ def _mark_waiting(
     message.rq_job_id = queues.new_job_id() if job_id is None else job_id
 
 
-@transaction.atomic
-def message_create(
+def message_build(
     *,
     channel: str,
     workspace_external_id: str,
@@ -63,15 +63,13 @@ def message_create(
     scheduled_for: datetime | None = None,
     **extra: Any,
 ) -> Message:
-    """Store an accepted request as a Message and enqueue it once the transaction commits.
+    """Return an accepted request as an unsaved Message, ready to store with `messages_store`.
 
     `workspace` is the one `workspace_external_id` (an ID or alias) names, when the caller has looked
     it up; None creates it (or finds it) here. `scheduled_for` (aware) delays delivery; None sends
-    now. `extra` sets further Message fields (segments, encoding, callback_url, ...). Returns the
-    message with status `queued` or `scheduled` (or `accepted` when Redis could not be reached; the
-    sweep enqueues it later).
+    now. `extra` sets further Message fields (segments, encoding, callback_url, ...). The message has
+    its id, status `queued` or `scheduled` and its job id already.
     """
-    now = timezone.now()
     message = Message(
         channel=channel,
         workspace=workspace or workspace_get_or_create(external_id=workspace_external_id),
@@ -85,9 +83,52 @@ def message_create(
         max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
         **extra,
     )
-    _mark_waiting(message, scheduled_for, now)
-    insert_rows([message])
-    outbox.enqueue_after_commit([message], buffered=True)
+    _mark_waiting(message, scheduled_for, timezone.now())
+    return message
+
+
+def _insert(messages: list[Message]) -> None:
+    insert_rows(messages)
+
+
+def _enqueue_stored(messages: list[Message]) -> None:
+    outbox.enqueue(messages)
+
+
+# One per process: the API's single-message requests are stored in groups (messaging.lib.groupcommit).
+_committer: GroupCommitter[Message] = GroupCommitter(
+    _insert, after_commit=_enqueue_stored, max_items=500, name="message-committer"
+)
+
+
+def messages_store(messages: list[Message]) -> None:
+    """Store built messages (message_build) and enqueue their jobs once they are committed.
+
+    Returns after the commit that holds them, so an answer sent afterwards means "stored". Outside
+    any transaction and with GROUP_COMMIT on, the rows go through the process's group committer (one
+    transaction for the requests of many threads) and their jobs are enqueued right after that commit,
+    before this returns: a message is then `queued`, or `accepted` when Redis could not take it (left
+    for the sweep). Inside a transaction they are inserted in it and enqueued after it commits.
+    Raises django.db.DatabaseError when they could not be stored, or groupcommit.CommitTimeout
+    (nothing is known; GROUP_COMMIT_TIMEOUT_SECONDS passed without an answer).
+    """
+    if settings.GROUP_COMMIT and not transaction.get_connection().in_atomic_block:
+        _committer.store(messages, timeout=settings.GROUP_COMMIT_TIMEOUT_SECONDS)
+        return
+    with transaction.atomic():
+        insert_rows(messages)
+        outbox.enqueue_after_commit(messages, buffered=True)
+
+
+def message_create(**fields: Any) -> Message:
+    """Store an accepted request as a Message and enqueue it once it is committed.
+
+    `fields` are message_build's keyword arguments. Returns the message with status `queued` or
+    `scheduled` (or `accepted` when Redis could not be reached; the sweep enqueues it later). Raises
+    as messages_store does.
+    """
+    message = message_build(**fields)
+    messages_store([message])
     return message
 
 
@@ -266,7 +307,6 @@ def message_reschedule(*, message: Message, scheduled_for: datetime | None) -> M
 # --- AI replies -------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def ai_request_create(
     *,
     workspace_external_id: str,
@@ -285,7 +325,7 @@ def ai_request_create(
     keeps `jobId` (the job id answered to the client, sent back in the callback even if later retries
     run under other job ids) and `to` (the optional phone number for a `/send-sms` callback).
     """
-    message = message_create(
+    message = message_build(
         channel="ai",
         workspace_external_id=workspace_external_id,
         workspace=workspace,
@@ -298,5 +338,5 @@ def ai_request_create(
         rate_limit_key=rate_limit_key,
     )
     message.metadata = {"jobId": message.rq_job_id, **({"to": phone_number} if phone_number else {})}
-    Message.objects.filter(pk=message.pk).update(metadata=message.metadata)
+    messages_store([message])
     return message

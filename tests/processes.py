@@ -90,9 +90,18 @@ def wait_for_http(url: str, timeout: float = 20.0) -> None:
 
 @contextmanager
 def running_services(
-    log_dir: Path, *, web: bool = True, worker: bool = True, scheduler: bool = True, **env: str
+    log_dir: Path,
+    *,
+    web: bool = True,
+    worker: bool = True,
+    scheduler: bool = True,
+    web_config: bool = False,
+    **env: str,
 ):
-    """Run gunicorn, `manage.py rqworker sms email ai` and `manage.py rqscheduler --interval 1`."""
+    """Run gunicorn, `manage.py rqworker sms email ai` and `manage.py rqscheduler --interval 1`.
+
+    gunicorn runs 2 sync workers, or with `web_config` the production settings of config/gunicorn.py.
+    """
     services = Services(log_dir)
     python = sys.executable
     port = free_port()
@@ -101,8 +110,9 @@ def running_services(
     try:
         if web:
             gunicorn = str(Path(python).with_name("gunicorn"))
+            options = ["-c", "config/gunicorn.py"] if web_config else ["--workers", "2"]
             services.start(
-                "web", [gunicorn, "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"], environment
+                "web", [gunicorn, *options, "config.wsgi", "--bind", f"127.0.0.1:{port}"], environment
             )
         if worker:
             services.start("worker", [python, "manage.py", "rqworker", "sms", "email", "ai"], environment)
