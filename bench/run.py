@@ -1,8 +1,14 @@
 """Benchmark suite: `make bench`. Prints one table; every ratio is measured side by side in this run.
 
 Scenarios (all traffic on loopback; a private Redis database and throw-away databases; `--only` names):
-- ingest: accepted SMS/s through POST /api/schedule-sms under gunicorn with config/gunicorn.py,
-  driven by wrk, divided by a trivial JSON view (/health) on the same server; SQLite and PostgreSQL.
+- ingest: three figures side by side, SQLite and PostgreSQL, all driven by wrk (2 threads,
+  16 connections, --latency for p99), all under gunicorn with config/gunicorn.py (only the WSGI
+  module differs): the floor, a plain Django project with one JSON view and no database (bench/plain,
+  served as bench.plain.wsgi); the service's GET /health (target >= 0.9 of the floor); and the
+  service's POST /api/schedule-sms, one SMS per request (target >= 1,000 accepted/s, p99 <= 50 ms,
+  no errors, every accepted message stored, and >= 0.4 of the floor). The three run in turn (floor,
+  /health, POST), repeated in 3 rounds; each figure is the median over the rounds, each ratio the
+  median of the rounds' ratios (the two figures of a ratio measured seconds apart).
 - bulk: messages/s through POST /api/schedule-sms/bulk (1,000 per request), divided by RQ's own
   `enqueue_many` rate for no-op jobs.
 - delivery, slow, ai, batch, fork: delivery with the delivery rate limits off, every worker process
@@ -57,10 +63,19 @@ PY = sys.executable
 BIN = Path(PY).parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "qs_bench"
+# A name of one's own (BENCH_PG_DB) lets two runs share the PostgreSQL server without dropping each
+# other's database.
+PG_BENCH_DB = os.environ.get("BENCH_PG_DB", "qs_bench")
 # Concurrent clients posting bulk requests (one per core here), and as many enqueue_many processes.
 BULK_CLIENTS = 2
 FORK_WORKER = "messaging.delivery.forkworker.ForkWorker"
+# The ingest benchmark's floor: a plain Django project (bench/plain) and its one JSON view.
+PLAIN_SETTINGS = "bench.plain.settings"
+PLAIN_WSGI = "bench.plain.wsgi"
+PLAIN_PATH = "/status"
+# wrk's connections for every ingest figure, and how many interleaved rounds each figure is the median of.
+INGEST_CONNECTIONS = 16
+INGEST_ROUNDS = 3
 SCENARIOS = (
     "ingest",
     "bulk",
@@ -213,30 +228,74 @@ def provider(delay_ms: int = 0):
         process.wait()
 
 
-def wrk(url: str, seconds: int, key: str = "", script: str | None = None) -> tuple[float, int]:
-    """Return (requests/s, non-2xx count) from wrk with 2 threads and 32 connections."""
-    args = ["wrk", "-t2", "-c32", f"-d{seconds}s", url]
+class WrkResult(NamedTuple):
+    """One wrk run: requests/s over the run, the 99th percentile latency in ms, responses that were
+    not 2xx or 3xx, socket errors (connect + read + write + timeout) and requests completed."""
+
+    rate: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+    requests: int
+
+
+# wrk prints latencies with these units (its format_time: us, ms, s, then m and h).
+WRK_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def wrk_time_ms(text: str) -> float:
+    """A wrk latency such as `635.91us`, `3.87ms` or `1.02s`, in ms; ValueError for anything else."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not match:
+        raise ValueError(f"not a wrk latency: {text!r}")
+    return float(match.group(1)) * WRK_TIME_UNITS_MS[match.group(2)]
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """Read wrk's report (run with --latency): see WrkResult. RuntimeError, with the report, when it
+    lacks the rate or the latency distribution (wrk could not reach the server)."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s*99%\s+(\S+)\s*$", out, re.MULTILINE)
+    if not rate or not p99:
+        raise RuntimeError(f"wrk gave no rate or no latency distribution:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    done = re.search(r"(\d+) requests in", out)
+    return WrkResult(
+        rate=float(rate.group(1)),
+        p99_ms=wrk_time_ms(p99.group(1)),
+        non_2xx=int(bad.group(1)) if bad else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        requests=int(done.group(1)) if done else 0,
+    )
+
+
+def wrk(
+    url: str, seconds: float, key: str = "", script: str | None = None, connections: int = INGEST_CONNECTIONS
+) -> WrkResult:
+    """Run wrk for `seconds` s with 2 threads and `connections` connections, latency distribution on;
+    `script` (a Lua file) reads the API key from BENCH_API_KEY. See parse_wrk for errors raised."""
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script:
         args[1:1] = ["-s", script]
     out = subprocess.run(
         args, capture_output=True, text=True, env={**os.environ, "BENCH_API_KEY": key}
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rate, int(bad.group(1)) if bad else 0
+    return parse_wrk(out)
 
 
 @contextmanager
-def web_server(env: Env):
-    """Run gunicorn with the service's own settings (config/gunicorn.py: workers, threads from
-    WEB_CONCURRENCY / WEB_THREADS) on a free loopback port; yield its base URL."""
+def web_server(env: Env, wsgi: str = "config.wsgi", ready_path: str = "/health"):
+    """Run gunicorn with the service's own settings (config/gunicorn.py: workers, threads, worker
+    class, keepalive) serving the WSGI module `wsgi` on a free loopback port, from the repository root;
+    yield its base URL once `ready_path` answers. RuntimeError when it does not within 30 s."""
     port = free_port()
     web = env.start(
         [
             str(BIN / "gunicorn"),
             "-c",
             str(ROOT / "config" / "gunicorn.py"),
-            "config.wsgi",
+            wsgi,
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -244,7 +303,7 @@ def web_server(env: Env):
         ]
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/health")
+        wait_http(f"http://127.0.0.1:{port}{ready_path}")
         yield f"http://127.0.0.1:{port}"
     finally:
         web.terminate()
@@ -252,36 +311,89 @@ def web_server(env: Env):
 
 
 def gunicorn_settings() -> str:
-    """The web server settings the ingest figures were measured with, as config/gunicorn.py reads them."""
-    code = "import runpy; c = runpy.run_path('config/gunicorn.py'); print(c['workers'], c.get('threads', 1), c.get('worker_class', 'sync'))"
-    workers, threads, worker_class = subprocess.run(
+    """The web server settings the ingest figures were measured with (the service and the plain
+    project alike), as config/gunicorn.py reads them; keepalive in s (gunicorn's default 2 if unset)."""
+    code = (
+        "import runpy; c = runpy.run_path('config/gunicorn.py'); "
+        "print(c['workers'], c.get('threads', 1), c.get('worker_class', 'sync'), c.get('keepalive', 2))"
+    )
+    workers, threads, worker_class, keepalive = subprocess.run(
         [PY, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    return f"gunicorn {worker_class} x{workers} workers x{threads} threads"
+    return f"gunicorn {worker_class} x{workers} workers x{threads} threads, keepalive {keepalive} s"
 
 
 # --- Scenarios ------------------------------------------------------------------------------------
 
 
-def bench_ingest(label: str, database_url: str, seconds: int) -> None:
+def bench_ingest(label: str, database_url: str, seconds: float, rounds: int = INGEST_ROUNDS) -> None:
+    """The ingest figures for one database (see the module docstring): `rounds` rounds of the plain
+    project's JSON view, the service's GET /health and its POST /api/schedule-sms, `seconds` s each,
+    all at INGEST_CONNECTIONS connections; medians reported."""
     flush_redis()
     env = Env(database_url)
     key = prepare(env)
-    with web_server(env) as base:
-        wrk(f"{base}/health", 1)  # warm up both workers
-        trivial, _ = wrk(f"{base}/health", seconds)
-        accepted, bad = wrk(f"{base}/api/schedule-sms", seconds, key, str(ROOT / "bench" / "post_sms.lua"))
-    stored = int(env.django("from messaging.models import Message; print(Message.objects.count())").strip())
-    report(f"ingest {label}: trivial JSON view", f"{trivial:,.0f} req/s")
+    plain_env = Env(database_url, DJANGO_SETTINGS_MODULE=PLAIN_SETTINGS)
+    post_sms = str(ROOT / "bench" / "post_sms.lua")
+    plain: list[WrkResult] = []
+    health: list[WrkResult] = []
+    post: list[WrkResult] = []
+    with web_server(plain_env, PLAIN_WSGI, PLAIN_PATH) as plain_base, web_server(env) as base:
+        plain_url, health_url, post_url = (
+            f"{plain_base}{PLAIN_PATH}",
+            f"{base}/health",
+            f"{base}/api/schedule-sms",
+        )
+        # Warm up every worker of both servers, the POST path included (its first requests connect
+        # to the database and Redis).
+        wrk(plain_url, 1)
+        wrk(health_url, 1)
+        wrk(post_url, 1, key, post_sms)
+        stored_before = count_status(database_url)
+        for _ in range(rounds):
+            plain.append(wrk(plain_url, seconds))
+            health.append(wrk(health_url, seconds))
+            post.append(wrk(post_url, seconds, key, post_sms))
+            print(
+                f"  ingest {label}, round {len(post)}: plain {plain[-1].rate:,.0f} req/s, "
+                f"/health {health[-1].rate:,.0f} req/s, POST {post[-1].rate:,.0f} req/s",
+                flush=True,
+            )
+    stored = count_status(database_url) - stored_before
+    accepted_total = sum(run.requests - run.non_2xx for run in post)
+    median = statistics.median
+    plain_rate, health_rate, post_rate = (median(run.rate for run in runs) for runs in (plain, health, post))
+    plain_p99, health_p99, post_p99 = (median(run.p99_ms for run in runs) for runs in (plain, health, post))
+    health_ratio = median(h.rate / p.rate for h, p in zip(health, plain, strict=True))
+    post_ratio = median(a.rate / p.rate for a, p in zip(post, plain, strict=True))
+    bad = sum(run.non_2xx for run in post)
+    errors = sum(run.socket_errors for run in (*plain, *health, *post))
+    clean = bad == 0 and errors == 0 and stored >= accepted_total
+    figure = f"ingest {label}, {INGEST_CONNECTIONS} connections"
     report(
-        f"ingest {label}: POST /api/schedule-sms",
-        f"{accepted:,.0f} accepted/s ({bad} non-2xx, {stored:,} stored)",
+        f"{figure}: plain Django JSON view (bench/plain, the floor)",
+        f"{plain_rate:,.0f} req/s, p99 {plain_p99:.1f} ms (median of {rounds} rounds of {seconds:g} s)",
+    )
+    report(f"{figure}: GET /health", f"{health_rate:,.0f} req/s, p99 {health_p99:.1f} ms")
+    report(
+        f"{figure}: GET /health, ratio to plain view",
+        f"{health_ratio:.2f}",
+        ">= 0.9",
+        health_ratio >= 0.9 and errors == 0,
+    )
+    socket_note = f", {errors} socket errors" if errors else ""
+    report(
+        f"{figure}: POST /api/schedule-sms",
+        f"{post_rate:,.0f} accepted/s, p99 {post_p99:.1f} ms ({bad} non-2xx{socket_note}, "
+        f"{stored:,} stored of {accepted_total:,} accepted)",
+        ">= 1,000/s, p99 <= 50 ms",
+        post_rate >= 1000 and post_p99 <= 50 and clean,
     )
     report(
-        f"ingest {label}: ratio to trivial view",
-        f"{accepted / trivial:.2f}",
-        ">= 0.35",
-        accepted / trivial >= 0.35 and bad == 0,
+        f"{figure}: POST /api/schedule-sms, ratio to plain view",
+        f"{post_ratio:.2f}",
+        ">= 0.4",
+        post_ratio >= 0.4 and clean,
     )
 
 
@@ -342,8 +454,8 @@ def bench_bulk_ingest(label: str, database_url: str, requests_count: int) -> Non
     report(
         f"bulk ingest {label}: POST /api/schedule-sms/bulk ({BULK_CLIENTS} clients)",
         f"{bulk_rate:,.0f} messages/s",
-        ">= 5,000/s",
-        bulk_rate >= 5000,
+        ">= 10,000/s",
+        bulk_rate >= 10_000,
     )
     report(
         f"bulk ingest {label}: RQ enqueue_many (no-op jobs, {BULK_CLIENTS} processes)",
@@ -633,18 +745,23 @@ def bench_ai(label: str, database_url: str, count: int) -> None:
     )
 
 
-def count_status(database_url: str, status: str) -> int:
-    """Messages in `status`, read straight from the database (no Django process per poll)."""
-    sql = "SELECT count(*) FROM messaging_message WHERE status = %s"
+def count_status(database_url: str, status: str | None = None) -> int:
+    """Messages in `status` (all messages when None), read straight from the database (no Django
+    process per poll)."""
+    sql = "SELECT count(*) FROM messaging_message"
+    params: tuple[str, ...] = ()
+    if status is not None:
+        sql += " WHERE status = %s"
+        params = (status,)
     if database_url.startswith("sqlite:///"):
         import sqlite3
 
         with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=20) as conn:
-            return conn.execute(sql.replace("%s", "?"), (status,)).fetchone()[0]
+            return conn.execute(sql.replace("%s", "?"), params).fetchone()[0]
     import psycopg
 
     with psycopg.connect(database_url.replace("postgres://", "postgresql://")) as conn:
-        return conn.execute(sql, (status,)).fetchone()[0]
+        return conn.execute(sql, params).fetchone()[0]
 
 
 def bench_recovery(label: str, database_url: str, count: int) -> None:
@@ -888,9 +1005,9 @@ def main() -> None:
         pg = None if options.skip_postgres else postgres_url()
         print("Running benchmarks (this takes a few minutes)...", flush=True)
         if want("ingest"):
-            bench_ingest("SQLite", sqlite_url(tmp, "ingest.sqlite3"), 5 if quick else 10)
+            bench_ingest("SQLite", sqlite_url(tmp, "ingest.sqlite3"), 2 if quick else 5)
             if pg:
-                bench_ingest("PostgreSQL", pg, 5 if quick else 10)
+                bench_ingest("PostgreSQL", pg, 2 if quick else 5)
         if want("bulk"):
             bench_bulk_ingest("SQLite", sqlite_url(tmp, "bulk.sqlite3"), 3 if quick else 10)
             if pg:
