@@ -1,0 +1,109 @@
+"""The group committer (messaging.lib.groupcommit) on a real database: requests of many threads share
+one transaction, each is answered only after its commit, and a bad item fails only its own request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import IntegrityError, connection
+
+from messaging.lib.groupcommit import CommitTimeout, GroupCommitter
+from messaging.models import Workspace
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_threads(count: int, target) -> None:
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_requests_that_arrive_while_a_group_commits_share_the_next_transaction():
+    writes: list[list[str]] = []
+    first_started = threading.Event()
+
+    def write(items: list[str]) -> None:
+        writes.append(list(items))
+        Workspace.objects.bulk_create([Workspace(external_id=i) for i in items])
+        if len(writes) == 1:
+            first_started.set()
+            time.sleep(0.3)  # a slow first commit: the other requests pile up meanwhile
+
+    committer = GroupCommitter(write)
+    results: dict[int, str] = {}
+
+    def request(n: int) -> None:
+        if n:
+            first_started.wait(10)
+        committer.store([f"w-{n}"], timeout=10)
+        # Answered only after the commit: the row is visible to this thread's own connection.
+        results[n] = "stored" if Workspace.objects.filter(external_id=f"w-{n}").exists() else "missing"
+        connection.close()
+
+    run_threads(20, request)
+    assert results == {n: "stored" for n in range(20)}
+    assert len(writes) == 2, [len(w) for w in writes]
+    assert sorted(writes[1]) == sorted(f"w-{n}" for n in range(1, 20))
+
+
+def test_a_bad_item_fails_only_its_own_request():
+    Workspace.objects.create(external_id="taken")
+    gate = threading.Event()
+    calls = []
+
+    def write(items: list[str]) -> None:
+        calls.append(len(items))
+        if not gate.is_set():
+            gate.set()
+            time.sleep(0.3)
+        Workspace.objects.bulk_create([Workspace(external_id=i) for i in items])
+
+    committer = GroupCommitter(write)
+    outcomes: dict[int, str] = {}
+
+    def request(n: int) -> None:
+        if n:
+            gate.wait(10)
+        name = "taken" if n == 5 else f"ok-{n}"
+        try:
+            committer.store([name], timeout=10)
+        except IntegrityError:
+            outcomes[n] = "refused"
+        else:
+            outcomes[n] = "stored"
+        connection.close()
+
+    run_threads(10, request)
+    assert outcomes == {n: ("refused" if n == 5 else "stored") for n in range(10)}
+    assert set(Workspace.objects.values_list("external_id", flat=True)) == {"taken"} | {
+        f"ok-{n}" for n in range(10) if n != 5
+    }
+    # The group of nine failed as a whole, then each of its requests was written alone.
+    assert 9 in calls and calls.count(1) >= 9
+
+
+def test_after_commit_runs_before_the_answer_and_its_failure_is_not_the_requests():
+    seen_in_after_commit = []
+
+    def after_commit(items: list[str]) -> None:
+        seen_in_after_commit.extend(items)
+        raise RuntimeError("Redis said no")
+
+    committer = GroupCommitter(
+        lambda items: Workspace.objects.bulk_create([Workspace(external_id=i) for i in items]),
+        after_commit=after_commit,
+    )
+    committer.store(["a", "b"], timeout=10)
+    assert seen_in_after_commit == ["a", "b"]
+    assert Workspace.objects.filter(external_id__in=["a", "b"]).count() == 2
+
+
+def test_no_answer_in_time_is_a_commit_timeout():
+    committer = GroupCommitter(lambda items: time.sleep(1))
+    with pytest.raises(CommitTimeout):
+        committer.store(["slow"], timeout=0.1)
