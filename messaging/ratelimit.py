@@ -129,8 +129,9 @@ def _enforce(
 # nothing and cannot give hits back: with sparse traffic each lease would strand k - 1 hits and a key
 # well under its limit could be refused.)
 #
-# The window is a Redis list of hit times (milliseconds, Redis's clock), newest first, at most `limit`
-# long: the layout of limits' moving window, with a separate key.
+# The window is a Redis list of hit times (milliseconds, Redis's clock, so web hosts' clocks need not
+# agree), newest first, at most `limit` long: limits' moving-window layout, under its own key
+# ("qs-limits:lease:..."). The lease table holds one entry per API key this process has seen.
 
 # A lease is this share of the limit's rate per second, at least 1 hit and at most the limit.
 INGRESS_LEASE_SHARE = 0.02
