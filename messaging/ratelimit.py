@@ -2,8 +2,8 @@
 
 One shared helper (`hit`) for every limit in the service, so all of them use the same Redis
 connection pool and the same semantics. The request-path policies are named here, once each:
-`api_key_ingress` (every API request, per key) and `ai_request` (per rate_limit_key, per workspace
-and per API key); each raises RateLimited when over. The workers' delivery rates reserve call slots
+`api_key_ingress` (every API request, per key, spent from per-process leases of hits, see
+IngressLeases) and `ai_request` (per rate_limit_key, per workspace and per API key); each raises RateLimited when over. The workers' delivery rates reserve call slots
 instead (`reserve_slots`, below; the policy itself is messaging.delivery.gate.rate_limits).
 
 While Redis is unreachable the request-path policies are not checked (a warning is logged) and the
@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -87,16 +88,28 @@ class RateLimited(Exception):
         self.message, self.retry_after_seconds = message, retry_after_seconds
 
 
-def _enforce(spec: str, identifiers: tuple[str, ...], what: str, name: str) -> bool:
-    """Count one request against limit `spec` for `identifiers`.
+def _hit_once(spec: str, identifiers: tuple[str, ...]) -> LimitResult:
+    with queues.unless_recently_unreachable():
+        return hit(spec, *identifiers)
+
+
+def _enforce(
+    spec: str,
+    identifiers: tuple[str, ...],
+    what: str,
+    name: str,
+    *,
+    check: Callable[[str, tuple[str, ...]], LimitResult] = _hit_once,
+) -> bool:
+    """Count one request against limit `spec` for `identifiers` with `check` (default: one Redis
+    call per request).
 
     Raises RateLimited ("Too many `what` (limit ...). Retry after N s.") when over. Returns
     False when Redis could not be asked (logged as "`name` not checked"; failing fast while Redis was
     unreachable moments ago, see queues.unless_recently_unreachable), True when the request counted.
     """
     try:
-        with queues.unless_recently_unreachable():
-            result = hit(spec, *identifiers)
+        result = check(spec, identifiers)
     except redis.exceptions.RedisError as exc:
         logger.warning("%s not checked, Redis unavailable: %s", name, exc)
         return False
@@ -106,16 +119,161 @@ def _enforce(spec: str, identifiers: tuple[str, ...], what: str, name: str) -> b
     return True
 
 
-def api_key_ingress(api_key: ApiKey) -> None:
-    """Count one API request against API_RATE_LIMIT_PER_KEY for `api_key`.
+# --- Ingress: hits leased from Redis, spent locally ------------------------------------------------
+#
+# Asking Redis on every API request cost one round trip per request. Instead each process leases a
+# few hits at once from the key's moving window in Redis and spends them locally. One Lua call grants
+# min(wanted, what the window has left) and, in the same call, gives back the unspent hits of this
+# process's previous lease once it has expired: the window then only ever holds, beyond the hits
+# spent, the unspent part of at most one lease per process. (limits' `hit(..., cost=k)` is all or
+# nothing and cannot give hits back: with sparse traffic each lease would strand k - 1 hits and a key
+# well under its limit could be refused.)
+#
+# The window is a Redis list of hit times (milliseconds, Redis's clock, so web hosts' clocks need not
+# agree), newest first, at most `limit` long: limits' moving-window layout, under its own key
+# ("qs-limits:lease:..."). The lease table holds one entry per API key this process has seen.
 
-    Raises RateLimited when the key is over it. Not checked while Redis is unreachable (logged).
+# A lease is this share of the limit's rate per second, at least 1 hit and at most the limit.
+INGRESS_LEASE_SHARE = 0.02
+# Seconds a lease may be spent, from just before it was asked for; its unspent hits are then given back.
+INGRESS_LEASE_SECONDS = 0.05
+
+_LEASE_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local limit, window, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local back = tonumber(ARGV[5])
+if back > 0 then redis.call('LREM', KEYS[1], back, ARGV[4]) end
+-- Hits in the window: the entries newer than now - window (the list is newest first).
+local low, high = 0, math.min(redis.call('LLEN', KEYS[1]), limit)
+while low < high do
+  local mid = math.floor((low + high) / 2)
+  if tonumber(redis.call('LINDEX', KEYS[1], mid)) > now - window then low = mid + 1 else high = mid end
+end
+local granted = math.min(wanted, limit - low)
+if granted <= 0 then
+  -- Full: the oldest hit in the window is the last entry; a slot frees when it leaves the window.
+  return {0, tonumber(redis.call('LINDEX', KEYS[1], limit - 1)) + window - now}
+end
+local stamp = string.format('%d', now)
+local stamps = {}
+for i = 1, granted do stamps[i] = stamp end
+for i = 1, granted, 5000 do redis.call('LPUSH', KEYS[1], unpack(stamps, i, math.min(i + 4999, granted))) end
+redis.call('LTRIM', KEYS[1], 0, limit - 1)
+redis.call('PEXPIRE', KEYS[1], window)
+return {granted, now}
+"""
+
+
+@dataclass
+class _Lease:
+    """One process's lease on one key's window. `left` hits may be spent until `expires` (monotonic
+    seconds); they were recorded in Redis at `stamp` (ms, Redis clock). `refused_until` (monotonic
+    seconds): Redis said the window is full until then."""
+
+    item: RateLimitItem
+    size: int
+    lock: threading.Lock
+    left: int = 0
+    stamp: int = 0
+    expires: float = 0.0
+    refused_until: float = 0.0
+
+
+class IngressLeases:
+    """Per-process leases on moving-window limits in Redis (see the comment above).
+
+    Tolerance, for a limit of N hits per window of W seconds, a lease of k hits (lease_size) and P
+    processes each holding at most one lease per key at a time:
+    - in any interval of W seconds a key is admitted at most N + P*k requests (at most N from leases
+      taken within the interval, plus what remains of the one lease each process held at its start);
+    - a request is refused only when the key was admitted at least N - (P-1)*k requests in the W
+      seconds before it, so a key that used fewer than N - P*k is never refused;
+    - Retry-After is the time until the oldest hit in the window leaves it (Redis's clock); meanwhile
+      the process refuses the key without asking Redis again.
+    Times are Redis's clock for the window and this process's monotonic clock for leases; hits are
+    spent at most INGRESS_LEASE_SECONDS (plus one round trip) after Redis recorded them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[tuple[str, tuple[str, ...]], _Lease] = {}
+        self._connection: redis.Redis | None = None
+        self._script = None
+
+    @staticmethod
+    def lease_size(item: RateLimitItem) -> int:
+        """Hits per lease for `item`: INGRESS_LEASE_SHARE of its rate per second, in [1, limit]."""
+        per_second = item.amount / item.get_expiry()
+        return max(1, min(item.amount, int(per_second * INGRESS_LEASE_SHARE)))
+
+    def _lease(self, spec: str, identifiers: tuple[str, ...]) -> tuple[_Lease, redis.Redis]:
+        connection = queues.get_connection()
+        lease = self._leases.get((spec, identifiers))
+        if lease is None or self._connection is not connection:
+            with self._lock:
+                if self._connection is not connection:
+                    # A new Redis client (tests point REDIS_URL elsewhere): leases came from the old one.
+                    self._leases, self._connection = {}, connection
+                    self._script = connection.register_script(_LEASE_LUA)
+                lease = self._leases.get((spec, identifiers))
+                if lease is None:
+                    item = parse_limit(spec)
+                    lease = _Lease(item, self.lease_size(item), threading.Lock())
+                    self._leases[(spec, identifiers)] = lease
+        return lease, connection
+
+    def take(self, spec: str, identifiers: tuple[str, ...]) -> LimitResult:
+        """Spend one hit of limit `spec` for `identifiers`, from this process's lease when it has one.
+
+        Asks Redis (one call, through queues.unless_recently_unreachable) only when the lease is used
+        up or expired. When refused, `retry_after` is the seconds until the window frees a slot.
+        Thread-safe. Raises redis.exceptions.RedisError when Redis is unreachable (nothing is spent).
+        """
+        lease, connection = self._lease(spec, identifiers)
+        with lease.lock:
+            now = time.monotonic()
+            if now < lease.refused_until:
+                return LimitResult(False, lease.refused_until - now)
+            if lease.left > 0 and now < lease.expires:
+                lease.left -= 1
+                return LimitResult(True)
+            item = lease.item
+            with queues.unless_recently_unreachable():
+                granted, value = self._script(
+                    keys=[f"qs-limits:lease:{item.key_for(*identifiers)}"],
+                    args=[item.amount, item.get_expiry() * 1000, lease.size, lease.stamp, lease.left],
+                    client=connection,
+                )
+            # The expired lease's unspent hits were given back by that call; not before it succeeded.
+            lease.left = 0
+            if not granted:
+                retry_after = max(0.001, value / 1000)
+                lease.refused_until = now + retry_after
+                return LimitResult(False, retry_after)
+            lease.left, lease.stamp, lease.expires = int(granted) - 1, int(value), now + INGRESS_LEASE_SECONDS
+            return LimitResult(True)
+
+
+ingress_leases = IngressLeases()
+
+
+def api_key_ingress(api_key: ApiKey) -> None:
+    """Count one API request against API_RATE_LIMIT_PER_KEY for `api_key`, from this process's lease
+    of hits (IngressLeases: most requests cost no Redis call).
+
+    Tolerance, with P web processes and leases of k hits (2% of the limit per second, at least 1, e.g.
+    2 for 100/second): in any window of the limit's length a key gets at most limit + P*k requests,
+    and it is never refused while it has used fewer than limit - P*k in the window before.
+    Raises RateLimited when the key is over it, with the seconds until a slot frees. Not checked
+    while Redis is unreachable (logged).
     """
     _enforce(
         settings.API_RATE_LIMIT_PER_KEY,
         ("api-key", str(api_key.pk)),
         "requests for this API key",
         "rate limit",
+        check=ingress_leases.take,
     )
 
 
