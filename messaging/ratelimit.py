@@ -122,53 +122,63 @@ def _enforce(
 # --- Ingress: hits leased from Redis, spent locally ------------------------------------------------
 #
 # Asking Redis on every API request cost one round trip per request. Instead each process leases a
-# few hits at once from the key's moving window in Redis and spends them locally. One Lua call grants
+# few hits at once from the key's sliding window in Redis and spends them locally. One Lua call grants
 # min(wanted, what the window has left) and, in the same call, gives back the unspent hits of this
 # process's previous lease once it has expired: the window then only ever holds, beyond the hits
 # spent, the unspent part of at most one lease per process. (limits' `hit(..., cost=k)` is all or
 # nothing and cannot give hits back: with sparse traffic each lease would strand k - 1 hits and a key
 # well under its limit could be refused.)
 #
-# The window is a Redis list of hit times (milliseconds, Redis's clock, so web hosts' clocks need not
-# agree), newest first, at most `limit` long: limits' moving-window layout, under its own key
-# ("qs-limits:lease:..."). The lease table holds one entry per API key this process has seen.
+# The window is kept as counters of hits per slot of a tenth of the window (Redis keys
+# "qs-limits:lease:<key>:<slot number>", each expiring after the window), read on Redis's clock so web
+# hosts' clocks need not agree. A call sums the slots that overlap the last window (11 of them: the
+# window and up to one slot more), so it costs the same for a limit of 100/second as for 1,000,000:
+# a list of hit times (limits' moving-window layout) costs Redis time in proportion to the limit.
 
 # A lease is this share of the limit's rate per second, at least 1 hit and at most the limit.
 INGRESS_LEASE_SHARE = 0.02
 # Seconds a lease may be spent, from just before it was asked for; its unspent hits are then given back.
 INGRESS_LEASE_SECONDS = 0.05
+# Slots per window: the window's count is read with this granularity (a tenth of it).
+INGRESS_WINDOW_SLOTS = 10
 
 _LEASE_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local limit, window, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local back = tonumber(ARGV[5])
-if back > 0 then redis.call('LREM', KEYS[1], back, ARGV[4]) end
--- Hits in the window: the entries newer than now - window (the list is newest first).
-local low, high = 0, math.min(redis.call('LLEN', KEYS[1]), limit)
-while low < high do
-  local mid = math.floor((low + high) / 2)
-  if tonumber(redis.call('LINDEX', KEYS[1], mid)) > now - window then low = mid + 1 else high = mid end
+local back_slot, back, slots = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local slot_ms = math.max(1, math.ceil(window / slots))
+local span = math.ceil(window / slot_ms)
+local current = math.floor(now / slot_ms)
+local prefix = KEYS[1] .. ':'
+if back > 0 and back_slot >= current - span then
+  local left = tonumber(redis.call('GET', prefix .. back_slot) or '0')
+  if left > 0 then redis.call('DECRBY', prefix .. back_slot, math.min(back, left)) end
 end
-local granted = math.min(wanted, limit - low)
+-- Slots current - span .. current cover at least the last window.
+local names = {}
+for i = 0, span do names[i + 1] = prefix .. (current - i) end
+local counts = redis.call('MGET', unpack(names))
+local used = 0
+for i = 1, #counts do used = used + (tonumber(counts[i]) or 0) end
+local granted = math.min(wanted, limit - used)
 if granted <= 0 then
-  -- Full: the oldest hit in the window is the last entry; a slot frees when it leaves the window.
-  return {0, tonumber(redis.call('LINDEX', KEYS[1], limit - 1)) + window - now}
+  -- Full: a slot frees when the oldest slot holding hits leaves the counted range.
+  for i = span, 0, -1 do
+    if (tonumber(counts[i + 1]) or 0) > 0 then return {0, (current - i + span + 1) * slot_ms - now} end
+  end
+  return {0, slot_ms}
 end
-local stamp = string.format('%d', now)
-local stamps = {}
-for i = 1, granted do stamps[i] = stamp end
-for i = 1, granted, 5000 do redis.call('LPUSH', KEYS[1], unpack(stamps, i, math.min(i + 4999, granted))) end
-redis.call('LTRIM', KEYS[1], 0, limit - 1)
-redis.call('PEXPIRE', KEYS[1], window)
-return {granted, now}
+redis.call('INCRBY', prefix .. current, granted)
+redis.call('PEXPIRE', prefix .. current, window + 2 * slot_ms)
+return {granted, current}
 """
 
 
 @dataclass
 class _Lease:
     """One process's lease on one key's window. `left` hits may be spent until `expires` (monotonic
-    seconds); they were recorded in Redis at `stamp` (ms, Redis clock). `refused_until` (monotonic
+    seconds); they were counted in Redis in slot number `stamp` (Redis clock). `refused_until` (monotonic
     seconds): Redis said the window is full until then."""
 
     item: RateLimitItem
@@ -181,16 +191,18 @@ class _Lease:
 
 
 class IngressLeases:
-    """Per-process leases on moving-window limits in Redis (see the comment above).
+    """Per-process leases on sliding-window limits in Redis (see the comment above).
 
     Tolerance, for a limit of N hits per window of W seconds, a lease of k hits (lease_size) and P
     processes each holding at most one lease per key at a time:
     - in any interval of W seconds a key is admitted at most N + P*k requests (at most N from leases
       taken within the interval, plus what remains of the one lease each process held at its start);
-    - a request is refused only when the key was admitted at least N - (P-1)*k requests in the W
-      seconds before it, so a key that used fewer than N - P*k is never refused;
-    - Retry-After is the time until the oldest hit in the window leaves it (Redis's clock); meanwhile
-      the process refuses the key without asking Redis again.
+    - a request is refused only when the key was admitted at least N - (P-1)*k requests in the
+      W + W/10 seconds before it (the window is read in slots of a tenth of it), so a key that used
+      fewer than N - P*k in that time is never refused;
+    - Retry-After is the time until the oldest slot holding hits leaves the counted range (at most
+      W/10 after its oldest hit leaves the window; Redis's clock); meanwhile the process refuses the
+      key without asking Redis again.
     Times are Redis's clock for the window and this process's monotonic clock for leases; hits are
     spent at most INGRESS_LEASE_SECONDS (plus one round trip) after Redis recorded them.
     """
@@ -242,7 +254,14 @@ class IngressLeases:
             with queues.unless_recently_unreachable():
                 granted, value = self._script(
                     keys=[f"qs-limits:lease:{item.key_for(*identifiers)}"],
-                    args=[item.amount, item.get_expiry() * 1000, lease.size, lease.stamp, lease.left],
+                    args=[
+                        item.amount,
+                        item.get_expiry() * 1000,
+                        lease.size,
+                        lease.stamp,
+                        lease.left,
+                        INGRESS_WINDOW_SLOTS,
+                    ],
                     client=connection,
                 )
             # The expired lease's unspent hits were given back by that call; not before it succeeded.
@@ -264,7 +283,8 @@ def api_key_ingress(api_key: ApiKey) -> None:
 
     Tolerance, with P web processes and leases of k hits (2% of the limit per second, at least 1, e.g.
     2 for 100/second): in any window of the limit's length a key gets at most limit + P*k requests,
-    and it is never refused while it has used fewer than limit - P*k in the window before.
+    and it is never refused while it has used fewer than limit - P*k in the window (plus a tenth of
+    it) before.
     Raises RateLimited when the key is over it, with the seconds until a slot frees. Not checked
     while Redis is unreachable (logged).
     """

@@ -75,10 +75,12 @@ def test_several_processes_hammering_one_key_stay_within_the_limit_plus_one_leas
     span = admitted[-1][1] - admitted[0][0]
     assert len(admitted) <= (math.floor(span / window) + 1) * (limit + processes * lease)
 
-    # Under: every refusal comes after at least N - (P-1)*k admissions in the W seconds before it.
+    # Under: every refusal comes after at least N - (P-1)*k admissions in the W + W/10 seconds before
+    # it (the window is read in slots of a tenth of it).
     for before, after, _, retry_after in refused:
-        assert admitted_in(admitted, before - window, after, superset=True) >= limit - (processes - 1) * lease
-        assert retry_after == 1  # a one-second window always frees within a second
+        counted_from = before - window * 1.1
+        assert admitted_in(admitted, counted_from, after, superset=True) >= limit - (processes - 1) * lease
+        assert retry_after in (1, 2)  # a one-second window frees a slot within 1.1 s
 
     # Far fewer Redis calls than requests in each process.
     for report in reports:
@@ -125,13 +127,14 @@ def test_retry_after_is_the_time_until_the_oldest_hit_leaves_the_window_and_cost
     result = ratelimit.ingress_leases.take(settings.API_RATE_LIMIT_PER_KEY, ("api-key", "77"))
     assert not result.allowed
     expected = started + 2.0 - time.time()
-    assert expected - 0.1 <= result.retry_after <= expected + 0.02
+    # The window is read in slots of a tenth of it: a slot frees up to 0.2 s after its first hit leaves.
+    assert expected - 0.1 <= result.retry_after <= expected + 0.22
     with pytest.raises(ratelimit.RateLimited) as refused:
         ratelimit.api_key_ingress(key)
     assert refused.value.retry_after_seconds == 1  # 0.8 s, rounded up
     assert len(redis_calls) == 6  # refused again from memory, without asking Redis
 
-    time.sleep(max(0.0, started + 2.05 - time.time()))
+    time.sleep(max(0.0, started + 2.25 - time.time()))
     ratelimit.api_key_ingress(key)  # the first hits have left the window
     assert len(redis_calls) == 7
 
@@ -148,8 +151,11 @@ def test_unspent_hits_of_an_expired_lease_go_back_to_the_window(settings, monkey
     settings.API_RATE_LIMIT_PER_KEY = "100/second"  # leases of 2 hits
     key = ApiKey(pk=79)
     ratelimit.api_key_ingress(key)
-    (name,) = redis_clean.keys("qs-limits:lease:*")
-    assert redis_clean.llen(name) == 2  # one spent, one leased
+
+    def counted() -> int:
+        return sum(int(redis_clean.get(name)) for name in redis_clean.keys("qs-limits:lease:*"))
+
+    assert counted() == 2  # one spent, one leased
     time.sleep(ratelimit.INGRESS_LEASE_SECONDS + 0.01)
     ratelimit.api_key_ingress(key)
-    assert redis_clean.llen(name) == 3  # the unspent one went back, a new lease of 2 came
+    assert counted() == 3  # the unspent one went back, a new lease of 2 came
