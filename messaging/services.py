@@ -87,7 +87,31 @@ def message_build(
     return message
 
 
+def _share_batch_jobs(messages: list[Message]) -> None:
+    """Give the SMS and email messages of one group commit that are due now shared batch jobs.
+
+    Messages due now on the same channel (at least two) get `deliver_batch` jobs of up to
+    BULK_BATCH_SIZE ids, as a bulk send's do: RQ's per-job work (creating, saving and later running a
+    job) was a quarter of a single request's CPU time, and a job per message costs about 1,800 bytes
+    of Redis against about 40 per message in a batch. Each message is still claimed, attempted and
+    recorded on its own, and a retry gets a job of its own. AI requests keep a job each (the job id
+    answered to the client goes back in its callback).
+    """
+    by_channel: dict[str, list[Message]] = defaultdict(list)
+    for message in messages:
+        if message.next_attempt_at is None and message.channel != "ai":
+            by_channel[message.channel].append(message)
+    for group in by_channel.values():
+        if len(group) < 2:
+            continue
+        for chunk in _chunks(group, settings.BULK_BATCH_SIZE):
+            job_id = queues.new_batch_job_id()
+            for message in chunk:
+                message.rq_job_id = job_id
+
+
 def _insert(messages: list[Message]) -> None:
+    _share_batch_jobs(messages)
     insert_rows(messages)
 
 
@@ -97,7 +121,11 @@ def _enqueue_stored(messages: list[Message]) -> None:
 
 # One per process: the API's single-message requests are stored in groups (messaging.lib.groupcommit).
 _committer: GroupCommitter[Message] = GroupCommitter(
-    _insert, after_commit=_enqueue_stored, max_items=500, name="message-committer"
+    _insert,
+    after_commit=_enqueue_stored,
+    max_items=500,
+    max_wait=settings.GROUP_COMMIT_WAIT_MS / 1000,
+    name="message-committer",
 )
 
 

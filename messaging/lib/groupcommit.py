@@ -19,8 +19,8 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from django.db import connection, transaction
@@ -34,6 +34,38 @@ class CommitTimeout(Exception):
     """The committer did not confirm a write in time; the items may or may not have been stored."""
 
 
+class _Waiter:
+    """One submission's answer: a lock held until the committer is done with it (the cheapest
+    wake-up CPython has; concurrent.futures.Future cost several times more per request)."""
+
+    __slots__ = ("_lock", "_error", "_answered")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._error: BaseException | None = None
+        self._answered = False
+
+    def done(self) -> None:
+        """Wake the waiting thread: stored."""
+        if not self._answered:
+            self._answered = True
+            self._lock.release()
+
+    def fail(self, error: BaseException) -> None:
+        """Wake the waiting thread with `error`: not stored."""
+        if not self._answered:
+            self._error, self._answered = error, True
+            self._lock.release()
+
+    def wait(self, timeout: float) -> None:
+        """Return once done; raise the error it failed with, or CommitTimeout after `timeout` s."""
+        if not self._lock.acquire(timeout=timeout):
+            raise CommitTimeout(f"no commit within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+
+
 class GroupCommitter(Generic[T]):
     """Writes items handed in by many threads, one transaction per group, on a thread of its own.
 
@@ -41,7 +73,8 @@ class GroupCommitter(Generic[T]):
     thread (with that thread's database connection) and may raise. `after_commit(items)`, when given,
     runs on the same thread after the transaction commits and before the waiting threads are woken
     (the outbox's enqueue, so an answer can tell `queued` from `accepted`); its exceptions are logged,
-    not raised: the rows are stored. `max_items` bounds a group.
+    not raised: the rows are stored. `max_items` bounds a group; `max_wait` (seconds) is how long the
+    committer gathers after the first item of a group arrives (0: only what is waiting already).
     """
 
     def __init__(
@@ -50,26 +83,29 @@ class GroupCommitter(Generic[T]):
         *,
         after_commit: Callable[[list[T]], None] | None = None,
         max_items: int = 500,
+        max_wait: float = 0.0,
         name: str = "group-commit",
     ) -> None:
         self._write = write
+        self._max_wait = max_wait
         self._after_commit = after_commit
         self._max_items = max_items
         self._name = name
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[list[T], Future]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[T], _Waiter]] = queue.SimpleQueue()
         self._pid: int | None = None
 
-    def submit(self, items: list[T]) -> Future:
-        """Hand `items` (stored together, in one transaction) to the committer; return a Future that
-        resolves to None after their commit, or to the exception that kept them from being stored."""
-        future: Future = Future()
-        with self._lock:
-            if self._pid != os.getpid():  # first use in this process (or in a fork of it)
-                self._pid, self._queue = os.getpid(), queue.SimpleQueue()
-                threading.Thread(target=self._run, name=self._name, daemon=True).start()
-        self._queue.put((items, future))
-        return future
+    def submit(self, items: list[T]) -> _Waiter:
+        """Hand `items` (stored together, in one transaction) to the committer; return the _Waiter
+        that is done after their commit, or holds the exception that kept them from being stored."""
+        waiter = _Waiter()
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():  # first use in this process (or in a fork of it)
+                    self._pid, self._queue = os.getpid(), queue.SimpleQueue()
+                    threading.Thread(target=self._run, name=self._name, daemon=True).start()
+        self._queue.put((items, waiter))
+        return waiter
 
     def store(self, items: list[T], *, timeout: float) -> None:
         """Store `items` through the committer and return once they are committed.
@@ -77,18 +113,17 @@ class GroupCommitter(Generic[T]):
         Raises the write's own exception (e.g. django.db.DatabaseError) when they were not stored, or
         CommitTimeout after `timeout` seconds without an answer.
         """
-        try:
-            self.submit(items).result(timeout=timeout)
-        except TimeoutError as exc:
-            raise CommitTimeout(f"no commit within {timeout:g} s") from exc
+        self.submit(items).wait(timeout)
 
     def _run(self) -> None:
         while True:
             group = [self._queue.get()]
             count = len(group[0][0])
+            gather_until = time.monotonic() + self._max_wait
             while count < self._max_items:
                 try:
-                    entry = self._queue.get_nowait()
+                    wait = gather_until - time.monotonic()
+                    entry = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 group.append(entry)
@@ -97,11 +132,10 @@ class GroupCommitter(Generic[T]):
                 self._commit(group)
             except BaseException as exc:  # noqa: BLE001 - the thread must survive and answer everyone
                 logger.exception("group commit failed")
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
+                for _, waiter in group:
+                    waiter.fail(exc)
 
-    def _commit(self, group: list[tuple[list[T], Future]]) -> None:
+    def _commit(self, group: list[tuple[list[T], _Waiter]]) -> None:
         # A connection the database closed (restart, idle timeout) is replaced before it is used.
         connection.close_if_unusable_or_obsolete()
         items = [item for entry_items, _ in group for item in entry_items]
@@ -125,17 +159,17 @@ class GroupCommitter(Generic[T]):
             return
         self._finish(group)
 
-    def _fail(self, future: Future, exc: Exception) -> None:
+    def _fail(self, waiter: _Waiter, exc: Exception) -> None:
         # A broken connection is dropped so that the next group opens a new one.
         if connection.connection is not None and not connection.is_usable():
             connection.close()
-        future.set_exception(exc)
+        waiter.fail(exc)
 
-    def _finish(self, group: list[tuple[list[T], Future]]) -> None:
+    def _finish(self, group: list[tuple[list[T], _Waiter]]) -> None:
         if self._after_commit is not None and group:
             try:
                 self._after_commit([item for entry_items, _ in group for item in entry_items])
             except Exception:  # noqa: BLE001 - the rows are stored; the sweep enqueues them
                 logger.exception("%s: after-commit step failed", self._name)
-        for _, future in group:
-            future.set_result(None)
+        for _, waiter in group:
+            waiter.done()
