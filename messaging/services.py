@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import queues
 from .delivery import outbox
-from .lib.bulkinsert import insert_rows
+from .lib.bulkinsert import insert_rows, new_instances
 from .models import ApiKey, Message, Status, Workspace
 from .reporting import rollup
 from .workspaces import workspace_get_or_create
@@ -107,7 +107,8 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
     """
     now = timezone.now()
     workspaces: dict[str, Workspace] = {}
-    messages = []
+    rows = []
+    times = []
     for item in items:
         fields = dict(item)
         external_id = fields.pop("workspace_external_id")
@@ -117,14 +118,14 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
             if external_id not in workspaces:
                 workspaces[external_id] = workspace_get_or_create(external_id=external_id)
             workspace = workspaces[external_id]
-        message = Message(
-            workspace=workspace,
-            api_key=api_key,
-            max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
-            **fields,
-        )
+        fields["workspace"] = workspace
+        fields["api_key"] = api_key
+        fields["max_attempts"] = settings.DELIVERY_MAX_ATTEMPTS
+        rows.append(fields)
+        times.append(scheduled_for)
+    messages = new_instances(Message, rows)
+    for message, scheduled_for in zip(messages, times, strict=True):
         _mark_waiting(message, scheduled_for, now, job_id="")  # the batch's job id is set below
-        messages.append(message)
     groups: dict[tuple[str, datetime | None], list[Message]] = defaultdict(list)
     for message in messages:
         due = queues.scheduler_time(message.next_attempt_at) if message.next_attempt_at else None
