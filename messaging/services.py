@@ -95,7 +95,6 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-@transaction.atomic
 def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None = None) -> list[Message]:
     """Store many validated requests with bulk inserts and enqueue them as batch jobs after commit.
 
@@ -104,25 +103,24 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
     the same second on the same channel share `deliver_batch` jobs of up to BULK_BATCH_SIZE ids; each
     message is still claimed and recorded on its own. Returns the messages in input order with status
     `queued`/`scheduled` (or `accepted` when Redis could not be reached; the sweep enqueues those).
+    Everything is stored in one transaction, or nothing (django.db.DatabaseError is raised).
     """
     now = timezone.now()
-    workspaces: dict[str, Workspace] = {}
     rows = []
     times = []
-    for item in items:
+    without_workspace: list[tuple[int, str]] = []  # (index, workspace ID) of items naming a new one
+    for index, item in enumerate(items):
         fields = dict(item)
         external_id = fields.pop("workspace_external_id")
         workspace = fields.pop("workspace", None)
-        scheduled_for = fields.pop("scheduled_for", None)
+        times.append(fields.pop("scheduled_for", None))
         if workspace is None:
-            if external_id not in workspaces:
-                workspaces[external_id] = workspace_get_or_create(external_id=external_id)
-            workspace = workspaces[external_id]
-        fields["workspace"] = workspace
+            without_workspace.append((index, external_id))
+        else:
+            fields["workspace"] = workspace
         fields["api_key"] = api_key
         fields["max_attempts"] = settings.DELIVERY_MAX_ATTEMPTS
         rows.append(fields)
-        times.append(scheduled_for)
     messages = new_instances(Message, rows)
     for message, scheduled_for in zip(messages, times, strict=True):
         _mark_waiting(message, scheduled_for, now, job_id="")  # the batch's job id is set below
@@ -135,8 +133,16 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
             job_id = queues.new_batch_job_id()
             for message in chunk:
                 message.rq_job_id = job_id
-    insert_rows(messages)
-    outbox.enqueue_after_commit(messages)
+    # The messages are built before the transaction starts: on SQLite it holds the database's write
+    # lock (IMMEDIATE), which every other request's write waits for.
+    with transaction.atomic():
+        workspaces: dict[str, Workspace] = {}
+        for index, external_id in without_workspace:
+            if external_id not in workspaces:
+                workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+            messages[index].workspace = workspaces[external_id]
+        insert_rows(messages)
+        outbox.enqueue_after_commit(messages)
     return messages
 
 
