@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import queues
 from .delivery import outbox
-from .lib.bulkinsert import insert_rows, new_instances
+from .lib.bulkinsert import insert_rows, new_instances, prepare_rows, write_rows
 from .models import ApiKey, Message, Status, Workspace
 from .reporting import rollup
 from .workspaces import workspace_get_or_create
@@ -133,15 +133,17 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
             job_id = queues.new_batch_job_id()
             for message in chunk:
                 message.rq_job_id = job_id
-    # The messages are built before the transaction starts: on SQLite it holds the database's write
-    # lock (IMMEDIATE), which every other request's write waits for.
+    # The rows are built before the transaction starts: on SQLite it holds the database's write lock
+    # (IMMEDIATE), which every other request's write waits for. Rows of messages whose workspace is
+    # created below are built inside it.
+    prepared = None if without_workspace else prepare_rows(messages)
     with transaction.atomic():
         workspaces: dict[str, Workspace] = {}
         for index, external_id in without_workspace:
             if external_id not in workspaces:
                 workspaces[external_id] = workspace_get_or_create(external_id=external_id)
             messages[index].workspace = workspaces[external_id]
-        insert_rows(messages)
+        write_rows(prepared or prepare_rows(messages))
         outbox.enqueue_after_commit(messages)
     return messages
 

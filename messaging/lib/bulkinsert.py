@@ -114,19 +114,26 @@ def _insert_plan(model: type[models.Model], connection: Any) -> _InsertPlan:
     return plan
 
 
-def insert_rows(objs: Sequence[models.Model], *, using: str | None = None) -> None:
-    """INSERT `objs` (unsaved instances of one model, primary keys already set) in one `executemany`,
-    or on PostgreSQL one COPY.
+@dataclass(frozen=True)
+class PreparedRows:
+    """Instances and their rows converted for the driver (prepare_rows), to write with write_rows."""
+
+    objs: Sequence[models.Model]
+    db: str
+    plan: _InsertPlan | None
+    rows: list[list[Any]]
+
+
+def prepare_rows(objs: Sequence[models.Model], *, using: str | None = None) -> PreparedRows:
+    """Convert `objs` (unsaved instances of one model, primary keys already set) into driver values.
 
     `auto_now` fields, and `auto_now_add` fields the caller left empty, get one timestamp (now, UTC)
     for all rows, as `save()` would give each (a caller that sets `auto_now_add` itself, e.g. to the
-    same instant as other times it records, keeps its value). After the call the instances are marked
-    saved. Raises django.db.DatabaseError (e.g. IntegrityError) from the driver; the caller's
-    transaction then rolls back every row. The COPY bypasses Django's cursor wrappers: it is not in
-    `connection.queries` and execute wrappers do not see it.
+    same instant as other times it records, keeps its value). A field changed afterwards is not
+    written. Needs no transaction: a caller can convert before it starts one and write inside it.
     """
     if not objs:
-        return
+        return PreparedRows(objs, using or "", None, [])
     model = type(objs[0])
     db = using or router.db_for_write(model)
     connection = connections[db]
@@ -150,16 +157,36 @@ def insert_rows(objs: Sequence[models.Model], *, using: str | None = None) -> No
         for i, prep in preparers:
             row[i] = prep(row[i])
         rows.append(row)
+    return PreparedRows(objs, db, plan, rows)
+
+
+def write_rows(prepared: PreparedRows) -> None:
+    """INSERT rows from prepare_rows in one `executemany`, or on PostgreSQL one COPY, and mark their
+    instances saved.
+
+    Raises django.db.DatabaseError (e.g. IntegrityError) from the driver; the caller's transaction
+    then rolls back every row. The COPY bypasses Django's cursor wrappers: it is not in
+    `connection.queries` and execute wrappers do not see it.
+    """
+    if prepared.plan is None:
+        return
+    connection = connections[prepared.db]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and hasattr(cursor.cursor, "copy"):
-            with connection.wrap_database_errors, cursor.cursor.copy(plan.copy_sql) as copy:
-                for row in rows:
+            with connection.wrap_database_errors, cursor.cursor.copy(prepared.plan.copy_sql) as copy:
+                for row in prepared.rows:
                     copy.write_row(row)
         else:
-            cursor.executemany(plan.sql, rows)
-    for obj in objs:
+            cursor.executemany(prepared.plan.sql, prepared.rows)
+    for obj in prepared.objs:
         obj._state.adding = False
-        obj._state.db = db
+        obj._state.db = prepared.db
+
+
+def insert_rows(objs: Sequence[models.Model], *, using: str | None = None) -> None:
+    """INSERT `objs` (unsaved instances of one model, primary keys already set): prepare_rows, then
+    write_rows (which say what is set and what is raised)."""
+    write_rows(prepare_rows(objs, using=using))
 
 
 @dataclass(frozen=True)
