@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import openapi, queues, ratelimit, services
 from .delivery import channels
+from .formats import phone_numbers_memoized
 from .http import (
     QUEUE_BACKEND_UNAVAILABLE,
     ApiError,
@@ -119,38 +120,40 @@ def bulk_accept(request: ApiRequest, cleaner: Callable[..., dict[str, Any]]) -> 
     scoped: dict[str, Workspace | ApiError | None] = {}
     results: list[dict[str, Any] | None] = [None] * len(items)
     valid: list[tuple[int, dict[str, Any]]] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            results[index] = {
-                "success": False,
-                "message": "Validation failed",
-                "errors": {"": ["Must be an object."]},
-            }
-            continue
-        unstorable = strictjson.unstorable_values(item)
-        if unstorable:
-            results[index] = {"success": False, "message": "Validation failed", "errors": unstorable}
-            continue
-        external_id = workspace_id_of(item, "workspaceId")
-        if external_id not in scoped:
+    # A recipient repeated within the request is parsed once.
+    with phone_numbers_memoized():
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                results[index] = {
+                    "success": False,
+                    "message": "Validation failed",
+                    "errors": {"": ["Must be an object."]},
+                }
+                continue
+            unstorable = strictjson.unstorable_values(item)
+            if unstorable:
+                results[index] = {"success": False, "message": "Validation failed", "errors": unstorable}
+                continue
+            external_id = workspace_id_of(item, "workspaceId")
+            if external_id not in scoped:
+                try:
+                    scoped[external_id] = workspace_for_key(request.api_key, external_id)
+                except ApiError as exc:
+                    scoped[external_id] = exc
+            workspace = scoped[external_id]
+            if isinstance(workspace, ApiError):
+                results[index] = {
+                    "success": False,
+                    "message": workspace.message,
+                    "errors": {"workspaceId": [workspace.message]},
+                }
+                continue
             try:
-                scoped[external_id] = workspace_for_key(request.api_key, external_id)
-            except ApiError as exc:
-                scoped[external_id] = exc
-        workspace = scoped[external_id]
-        if isinstance(workspace, ApiError):
-            results[index] = {
-                "success": False,
-                "message": workspace.message,
-                "errors": {"workspaceId": [workspace.message]},
-            }
-            continue
-        try:
-            cleaned = cleaner(item, now=now, workspace=workspace)
-        except RequestInvalid as exc:
-            results[index] = {"success": False, "message": exc.message, "errors": exc.errors}
-            continue
-        valid.append((index, cleaned))
+                cleaned = cleaner(item, now=now, workspace=workspace)
+            except RequestInvalid as exc:
+                results[index] = {"success": False, "message": exc.message, "errors": exc.errors}
+                continue
+            valid.append((index, cleaned))
     if valid:
         messages = services.message_create_bulk(
             items=[cleaned for _, cleaned in valid], api_key=request.api_key

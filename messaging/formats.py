@@ -5,12 +5,36 @@ a value); messaging.validation turns those into field errors.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import zoneinfo
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+
+# (number as sent, default region) -> E.164, or the ValueError reason; set while a bulk request is
+# validated (see phone_numbers_memoized).
+_phone_memo: contextvars.ContextVar[dict[tuple[str, str], tuple[bool, str]] | None] = contextvars.ContextVar(
+    "phone_memo", default=None
+)
+
+
+@contextlib.contextmanager
+def phone_numbers_memoized() -> Iterator[None]:
+    """Within the block, normalize_phone_number parses each distinct (number, region) once.
+
+    For a bulk request, whose items often repeat a recipient. The memo lives only as long as the
+    block: phonenumbers' answer for a number is fixed for the process, but a memo kept across requests
+    would only grow.
+    """
+    token = _phone_memo.set({})
+    try:
+        yield
+    finally:
+        _phone_memo.reset(token)
 
 
 def normalize_phone_number(value: str, default_region: str = "") -> str:
@@ -20,6 +44,24 @@ def normalize_phone_number(value: str, default_region: str = "") -> str:
     Raises ValueError with a readable reason when the number cannot be parsed or is not a valid number.
     Source: libphonenumber via the `phonenumbers` package.
     """
+    memo = _phone_memo.get()
+    if memo is None:
+        return _normalize_phone_number(value, default_region)
+    key = (value, default_region)
+    known = memo.get(key)
+    if known is None:
+        try:
+            known = memo[key] = (True, _normalize_phone_number(value, default_region))
+        except ValueError as exc:
+            memo[key] = (False, str(exc))
+            raise
+    valid, text = known
+    if not valid:
+        raise ValueError(text)
+    return text
+
+
+def _normalize_phone_number(value: str, default_region: str) -> str:
     try:
         number = phonenumbers.parse(value, default_region.upper() or None)
     except phonenumbers.NumberParseException as exc:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import queues
 from .delivery import outbox
-from .lib.bulkinsert import insert_rows
+from .lib.bulkinsert import insert_rows, new_instances, prepare_rows, write_rows
 from .lib.groupcommit import GroupCommitter
 from .models import ApiKey, Message, Status, Workspace
 from .reporting import rollup
@@ -70,18 +70,24 @@ def message_build(
     now. `extra` sets further Message fields (segments, encoding, callback_url, ...). The message has
     its id, status `queued` or `scheduled` and its job id already.
     """
-    message = Message(
-        channel=channel,
-        workspace=workspace or workspace_get_or_create(external_id=workspace_external_id),
-        api_key=api_key,
-        contact_id=contact_id,
-        recipient=recipient,
-        body=body,
-        subject=subject,
-        media_url=media_url,
-        metadata=metadata or {},
-        max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
-        **extra,
+    # new_instances: as Message(...) builds it, without Model.__init__'s cost per field.
+    (message,) = new_instances(
+        Message,
+        [
+            dict(
+                channel=channel,
+                workspace=workspace or workspace_get_or_create(external_id=workspace_external_id),
+                api_key=api_key,
+                contact_id=contact_id,
+                recipient=recipient,
+                body=body,
+                subject=subject,
+                media_url=media_url,
+                metadata=metadata or {},
+                max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
+                **extra,
+            )
+        ],
     )
     _mark_waiting(message, scheduled_for, timezone.now())
     return message
@@ -164,7 +170,6 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-@transaction.atomic
 def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None = None) -> list[Message]:
     """Store many validated requests with bulk inserts and enqueue them as batch jobs after commit.
 
@@ -173,27 +178,27 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
     the same second on the same channel share `deliver_batch` jobs of up to BULK_BATCH_SIZE ids; each
     message is still claimed and recorded on its own. Returns the messages in input order with status
     `queued`/`scheduled` (or `accepted` when Redis could not be reached; the sweep enqueues those).
+    Everything is stored in one transaction, or nothing (django.db.DatabaseError is raised).
     """
     now = timezone.now()
-    workspaces: dict[str, Workspace] = {}
-    messages = []
-    for item in items:
+    rows = []
+    times = []
+    without_workspace: list[tuple[int, str]] = []  # (index, workspace ID) of items naming a new one
+    for index, item in enumerate(items):
         fields = dict(item)
         external_id = fields.pop("workspace_external_id")
         workspace = fields.pop("workspace", None)
-        scheduled_for = fields.pop("scheduled_for", None)
+        times.append(fields.pop("scheduled_for", None))
         if workspace is None:
-            if external_id not in workspaces:
-                workspaces[external_id] = workspace_get_or_create(external_id=external_id)
-            workspace = workspaces[external_id]
-        message = Message(
-            workspace=workspace,
-            api_key=api_key,
-            max_attempts=settings.DELIVERY_MAX_ATTEMPTS,
-            **fields,
-        )
+            without_workspace.append((index, external_id))
+        else:
+            fields["workspace"] = workspace
+        fields["api_key"] = api_key
+        fields["max_attempts"] = settings.DELIVERY_MAX_ATTEMPTS
+        rows.append(fields)
+    messages = new_instances(Message, rows)
+    for message, scheduled_for in zip(messages, times, strict=True):
         _mark_waiting(message, scheduled_for, now, job_id="")  # the batch's job id is set below
-        messages.append(message)
     groups: dict[tuple[str, datetime | None], list[Message]] = defaultdict(list)
     for message in messages:
         due = queues.scheduler_time(message.next_attempt_at) if message.next_attempt_at else None
@@ -203,8 +208,18 @@ def message_create_bulk(*, items: list[dict[str, Any]], api_key: ApiKey | None =
             job_id = queues.new_batch_job_id()
             for message in chunk:
                 message.rq_job_id = job_id
-    insert_rows(messages)
-    outbox.enqueue_after_commit(messages)
+    # The rows are built before the transaction starts: on SQLite it holds the database's write lock
+    # (IMMEDIATE), which every other request's write waits for. Rows of messages whose workspace is
+    # created below are built inside it.
+    prepared = None if without_workspace else prepare_rows(messages)
+    with transaction.atomic():
+        workspaces: dict[str, Workspace] = {}
+        for index, external_id in without_workspace:
+            if external_id not in workspaces:
+                workspaces[external_id] = workspace_get_or_create(external_id=external_id)
+            messages[index].workspace = workspaces[external_id]
+        write_rows(prepared or prepare_rows(messages))
+        outbox.enqueue_after_commit(messages)
     return messages
 
 

@@ -115,3 +115,10 @@ def test_an_unstorable_value_outside_the_bulk_items_refuses_the_request_naming_i
     assert response.status_code == 400, response.content
     assert list(response.json()["errors"]) == ["messages"]
     assert Message.objects.count() == 0
+
+
+def test_the_halves_of_a_surrogate_pair_sent_in_two_strings_are_each_refused():
+    from messaging.lib import strictjson
+
+    value = strictjson.loads('{"a": ["\\ud83d", "\\ude00"], "b\\ud83d": {"c": 1}, "ok": "\\ud83d\\ude00"}')
+    assert sorted(strictjson.unstorable_values(value)) == ['["b\\ud83d"]', "a[0]", "a[1]"]

@@ -208,3 +208,45 @@ def test_each_distinct_workspace_is_looked_up_once_per_request(api, workspace_lo
     workspace_lookups.clear()
     assert api.post("/api/schedule-sms/bulk", {"messages": items}).json()["accepted"] == 5
     assert sorted(workspace_lookups) == ["66338", "other"]  # known now: the API's lookup is the only one
+
+
+def test_a_repeated_recipient_is_parsed_once_per_request_and_each_item_gets_its_own_result(api, monkeypatch):
+    import phonenumbers
+
+    parsed: list[str] = []
+    parse = phonenumbers.parse
+
+    def counting(number, region=None, *args, **kwargs):
+        parsed.append(number)
+        return parse(number, region, *args, **kwargs)
+
+    monkeypatch.setattr(phonenumbers, "parse", counting)
+    items = [sms(1), sms(1), {**sms(2), "phoneNumber": "+1 555"}, sms(1), {**sms(3), "phoneNumber": "+1 555"}]
+    body = api.post("/api/schedule-sms/bulk", {"messages": items}).json()
+    assert [r["success"] for r in body["results"]] == [True, True, False, True, False]
+    assert (
+        body["results"][2]["errors"]
+        == body["results"][4]["errors"]
+        == {"phoneNumber": ["Is not a valid phone number."]}
+    )
+    assert len({r["id"] for r in body["results"] if r["success"]}) == 3
+    assert sorted(Message.objects.values_list("recipient", flat=True)) == ["+14155550001"] * 3
+    assert sorted(parsed) == ["+1 555", "+14155550001"]
+    # The next request parses again: nothing is kept across requests.
+    api.post("/api/schedule-sms/bulk", {"messages": [sms(1)]})
+    assert parsed.count("+14155550001") == 2
+
+
+def test_one_number_is_read_in_each_workspace_default_region(api):
+    from messaging.models import Workspace
+
+    Workspace.objects.create(external_id="uk", default_phone_region="GB")
+    Workspace.objects.create(external_id="us", default_phone_region="US")
+    items = [
+        sms(1, workspaceId="uk", phoneNumber="07400 123456"),
+        sms(2, workspaceId="us", phoneNumber="07400 123456"),
+    ]
+    body = api.post("/api/schedule-sms/bulk", {"messages": items}).json()
+    assert [r["success"] for r in body["results"]] == [True, False]
+    assert "phoneNumber" in body["results"][1]["errors"]
+    assert list(Message.objects.values_list("recipient", flat=True)) == ["+447400123456"]

@@ -121,3 +121,20 @@ def stop_gunicorn(web: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             web.kill()
             web.wait()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_wsgi_module_loads_the_views_and_phone_metadata_before_gunicorn_forks(settings):
+    # gunicorn imports config.wsgi in its master (preload_app): whatever it loads, workers start with.
+    code = (
+        "import sys\n"
+        "from phonenumbers import PhoneMetadata\n"
+        "import config.wsgi\n"
+        "print('messaging.api' in sys.modules, 'messaging.openapi' in sys.modules,\n"
+        "      'US' in PhoneMetadata._region_metadata)\n"
+    )
+    env = process_env(settings.REDIS_URL)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]

@@ -81,6 +81,8 @@ def unstorable_values(value: Any, prefix: str = "") -> dict[str, list[str]]:
     `prefix` is the path of `value` itself ('' for a whole body). A bad key is reported at the path it
     would have, with a reason starting "Key: ". Iterative, so depth is bounded only by the parser.
     """
+    if _plainly_storable(value):
+        return {}
     problems: dict[str, list[str]] = {}
     stack: list[tuple[Any, str]] = [(value, prefix)]
     while stack:
@@ -101,3 +103,40 @@ def unstorable_values(value: Any, prefix: str = "") -> dict[str, list[str]]:
             if reason:
                 problems.setdefault(path, []).append(reason)
     return problems
+
+
+# Types json.loads returns that can always be stored (NonFinite and str are checked on their own).
+_SCALARS = (int, float, bool, type(None))
+
+
+def _plainly_storable(value: Any) -> bool:
+    """True when parsed JSON `value` certainly holds nothing unstorable; False means "look closer".
+
+    The common case, checked without building a path per value: every string and key is gathered and
+    searched once (joining strings cannot pair two lone surrogates: a str holds code points). Exact
+    types only; anything else (a NonFinite marker, a subclass) sends the caller to the full walk.
+    """
+    texts: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str:
+                    return False
+                texts.append(key)
+                child_kind = type(child)
+                if child_kind is str:
+                    texts.append(child)
+                elif child_kind in (dict, list):
+                    stack.append(child)
+                elif child_kind not in _SCALARS:
+                    return False
+        elif kind is list:
+            stack.extend(item)
+        elif kind is str:
+            texts.append(item)
+        elif kind not in _SCALARS:
+            return False
+    return _UNSTORABLE_CHARACTER.search("".join(texts)) is None

@@ -16,6 +16,7 @@ denied keys, for messages stored before a key was denied.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -39,8 +40,15 @@ def denied_keys(channel: str, metadata: dict[str, Any] | None) -> list[str]:
     setting = DENIED_KEYS_SETTING.get(channel)
     if not setting or not metadata:
         return []
-    denied = {fold(name) for name in getattr(settings, setting)}
+    denied = _folded(tuple(getattr(settings, setting)))
     return [key for key in metadata if fold(key) in denied]
+
+
+@functools.lru_cache(maxsize=16)
+def _folded(names: tuple[str, ...]) -> frozenset[str]:
+    # Keyed by the list itself, so a deny list changed at run time (tests do) is folded afresh; a bulk
+    # request folded the whole list once per item before.
+    return frozenset(fold(name) for name in names)
 
 
 def allowed_metadata(channel: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
