@@ -187,9 +187,11 @@ class Message(models.Model):
         # fails. The workspace foreign key has no index of its own (msg_ws_accepted starts with it);
         # api_key has none at all (no read filters on it; deleting an API key, which admin allows but
         # revoking makes unnecessary, scans the table once to clear the column).
-        # The partial indexes keep `status` as their first column although it is constant in each:
-        # SQLite reads a query from an index alone only when the index holds every column the query
-        # names, its condition's column included.
+        # The partial indexes on one status keep `status` as their last column although it is constant
+        # in each: SQLite reads a query from an index alone only when the index holds every column the
+        # query names, the condition's included. Not first: PostgreSQL drops `status = ...` from a scan
+        # of a partial index on that status, and would then read the whole index to find a range of
+        # the column after it.
         indexes = [
             # Messages page, unfiltered or by date, newest first (keyset on accepted_at); the earliest
             # message (rollup.first_activity: the start of "all time").
@@ -210,19 +212,19 @@ class Message(models.Model):
             ),
             # Scheduled messages only: /scheduled/, soonest first (selectors.scheduled_messages).
             models.Index(
-                fields=["status", "scheduled_for"], name="msg_scheduled_for", condition=Q(status="scheduled")
+                fields=["scheduled_for", "status"], name="msg_scheduled_for", condition=Q(status="scheduled")
             ),
             # Sent messages only: sent counts of the hours the rollup has not closed and of its
             # recompute (rollup._live_rows), the last hour's per-minute chart; read from the index alone.
             models.Index(
-                fields=["status", "sent_at", "workspace", "channel"],
+                fields=["sent_at", "workspace", "channel", "status"],
                 name="msg_sent_at",
                 condition=Q(status="sent"),
             ),
             # Failed messages only: failed counts like msg_sent_at, and a workspace page's failure
             # groups over its window (selectors.failed_message_groups with workspace and since).
             models.Index(
-                fields=["status", "failed_at", "workspace", "channel", "error_kind"],
+                fields=["failed_at", "workspace", "channel", "error_kind", "status"],
                 name="msg_failed_at",
                 condition=Q(status="failed"),
             ),
@@ -231,14 +233,14 @@ class Message(models.Model):
             # (failed_group_count, services.failed_group_retry), failed messages per queue
             # (queue_stats.failed_message_counts).
             models.Index(
-                fields=["status", "channel", "error_kind", "failed_at", "workspace"],
+                fields=["channel", "error_kind", "failed_at", "workspace", "status"],
                 name="msg_failed_group",
                 condition=Q(status="failed"),
             ),
             # Failed messages only, newest first: the messages page filtered to failed messages. Without
             # it SQLite prefers msg_failed_group (fewer rows) and sorts every failed message.
             models.Index(
-                fields=["status", "accepted_at"], name="msg_failed_accepted", condition=Q(status="failed")
+                fields=["accepted_at", "status"], name="msg_failed_accepted", condition=Q(status="failed")
             ),
         ]
 

@@ -37,9 +37,9 @@ class Migration(migrations.Migration):
     storing a message updates 5 B-trees instead of 15 (6 for a scheduled one).
 
     Kept: accepted_at, (workspace, accepted_at), (status, accepted_at). New, partial: waiting rows
-    (status, workspace, channel, next_attempt_at), scheduled rows (status, scheduled_for), sent rows
-    (status, sent_at, workspace, channel), failed rows (status, failed_at, workspace, channel,
-    error_kind), (status, channel, error_kind, failed_at, workspace) and (status, accepted_at); they
+    (status, workspace, channel, next_attempt_at), scheduled rows (scheduled_for, status), sent rows
+    (sent_at, workspace, channel, status), failed rows (failed_at, workspace, channel, error_kind,
+    status), (channel, error_kind, failed_at, workspace, status) and (accepted_at, status); they
     replace msg_status_ws_chan, msg_status_next, msg_status_sched, msg_sent_live, msg_failed_live and
     msg_failed_groups. Dropped without
     replacement: msg_ws_chan_status, msg_chan_status, msg_chan_accepted (the messages page's channel
@@ -68,20 +68,20 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="message",
             index=models.Index(
-                condition=models.Q(("status", "scheduled")), fields=["status", "scheduled_for"], name="msg_scheduled_for"
+                condition=models.Q(("status", "scheduled")), fields=["scheduled_for", "status"], name="msg_scheduled_for"
             ),
         ),
         migrations.AddIndex(
             model_name="message",
             index=models.Index(
-                condition=models.Q(("status", "sent")), fields=["status", "sent_at", "workspace", "channel"], name="msg_sent_at"
+                condition=models.Q(("status", "sent")), fields=["sent_at", "workspace", "channel", "status"], name="msg_sent_at"
             ),
         ),
         migrations.AddIndex(
             model_name="message",
             index=models.Index(
                 condition=models.Q(("status", "failed")),
-                fields=["status", "failed_at", "workspace", "channel", "error_kind"],
+                fields=["failed_at", "workspace", "channel", "error_kind", "status"],
                 name="msg_failed_at",
             ),
         ),
@@ -89,14 +89,14 @@ class Migration(migrations.Migration):
             model_name="message",
             index=models.Index(
                 condition=models.Q(("status", "failed")),
-                fields=["status", "channel", "error_kind", "failed_at", "workspace"],
+                fields=["channel", "error_kind", "failed_at", "workspace", "status"],
                 name="msg_failed_group",
             ),
         ),
         migrations.AddIndex(
             model_name="message",
             index=models.Index(
-                condition=models.Q(("status", "failed")), fields=["status", "accepted_at"], name="msg_failed_accepted"
+                condition=models.Q(("status", "failed")), fields=["accepted_at", "status"], name="msg_failed_accepted"
             ),
         ),
         migrations.RemoveIndex(model_name="message", name="msg_status_next"),
