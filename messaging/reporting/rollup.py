@@ -153,7 +153,8 @@ def _live_rows(
     if workspace_id is not None:
         messages = messages.filter(workspace_id=workspace_id)
         attempts = attempts.filter(message__workspace_id=workspace_id)
-    # One query per range (not an OR of ranges), so each is a plain range scan of a covering index;
+    # One query per range (not an OR of ranges), so each is a plain range scan of a covering index
+    # (the partial msg_sent_at / msg_failed_at);
     # COUNT(*) rather than COUNT(id), which would read every row for its id.
     for start, end in ranges:
         for status, stamp in ((Status.SENT, "sent_at"), (Status.FAILED, "failed_at")):
