@@ -6,8 +6,11 @@ from . import api
 from .devtools import sandbox
 from .reporting import metrics
 
+# Most requested first: Django tries the patterns in order.
 urlpatterns = [
     path("api/schedule-sms", api.schedule_sms, name="api-schedule-sms"),
+    path("health", api.health, name="health"),
+    path("health/ready", api.health_ready, name="health-ready"),
     path("api/schedule-sms/bulk", api.schedule_sms_bulk, name="api-schedule-sms-bulk"),
     path("api/schedule-email", api.schedule_email, name="api-schedule-email"),
     path("api/ai-response", api.ai_response, name="api-ai-response"),
@@ -16,8 +19,6 @@ urlpatterns = [
     path("api/messages/<str:message_id>/cancel", api.message_cancel, name="api-message-cancel"),
     path("api/queues", api.queue_counts, name="api-queues"),
     path("api/openapi.json", api.openapi_document, name="api-openapi"),
-    path("health", api.health, name="health"),
-    path("health/ready", api.health_ready, name="health-ready"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("sandbox/send-sms", sandbox.send_sms, name="sandbox-send-sms"),
     path("sandbox/api/email/send", sandbox.send_email, name="sandbox-send-email"),

@@ -79,6 +79,9 @@ def test_api_answers_without_html_middleware_and_stores_the_message():
     assert "X-Frame-Options" not in headers
     # SecurityMiddleware still runs on the machine stack.
     assert headers.get("X-Content-Type-Options") == "nosniff"
+    # Never cached, as Django's never_cache would mark it.
+    assert headers["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
+    assert headers["Expires"].endswith(" GMT")
 
 
 @pytest.mark.django_db
