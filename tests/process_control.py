@@ -110,6 +110,22 @@ def process_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def child_pids(parent: int) -> list[int]:
+    """PIDs of the direct children of process `parent` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 (after the parenthesised command name) is the parent pid.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
 class Managed:
     """`python manage.py <args>` as a subprocess in its own process group, output to a log file."""
 
@@ -130,18 +146,7 @@ class Managed:
 
     def children(self) -> list[int]:
         """PIDs of this process's direct children (the RQ work horse while a job runs)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # Field 4 (after the parenthesised command name) is the parent pid.
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
-                found.append(int(entry.name))
-        return found
+        return child_pids(self.pid)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

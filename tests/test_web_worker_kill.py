@@ -12,35 +12,19 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 
 from messaging.models import Message
 from messaging.workspaces import api_key_create
-from tests.process_control import wait_for
+from tests.process_control import child_pids, wait_for
 from tests.process_fixtures import FINAL, GOOD, called_more_than_once
 from tests.processes import running_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CLIENTS = 8
-
-
-def gunicorn_workers(master_pid: int) -> list[int]:
-    """PIDs of the gunicorn master's worker processes."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == master_pid:
-            found.append(int(entry.name))
-    return found
 
 
 def test_sigkill_of_a_web_worker_during_load_loses_no_accepted_message(processes, provider, tmp_path):
@@ -80,7 +64,7 @@ def test_sigkill_of_a_web_worker_during_load_loses_no_accepted_message(processes
         for thread in threads:
             thread.start()
         wait_for(lambda: len(answered) >= 200, 60, what="200 answers before the kill")
-        victim = gunicorn_workers(master)[0]
+        victim = child_pids(master)[0]
         answered_before_kill = len(answered)
         os.kill(victim, signal.SIGKILL)
         # Load goes on through the other worker and the one gunicorn starts in the victim's place.
@@ -88,7 +72,7 @@ def test_sigkill_of_a_web_worker_during_load_loses_no_accepted_message(processes
         stop.set()
         for thread in threads:
             thread.join(60)
-        assert victim not in gunicorn_workers(master)
+        assert victim not in child_pids(master)
         web_log = services.output("web")
 
     assert not refused, (refused[:10], web_log[-3000:])
