@@ -1,4 +1,6 @@
-"""The web process's enqueue buffer (ENQUEUE_BATCH_MS): accepted messages reach Redis in batches."""
+"""The enqueue buffer (ENQUEUE_BATCH_MS): messages stored without the group committer (GROUP_COMMIT off,
+or inside a caller's transaction) reach Redis in batches. The committer enqueues its groups itself
+(tests/test_group_commit.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from tests.conftest import run_jobs
 pytestmark = pytest.mark.django_db(transaction=True)
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
+
+
+@pytest.fixture(autouse=True)
+def without_group_commit(settings):
+    settings.GROUP_COMMIT = False
 
 
 def wait_until(condition, timeout: float = 5.0) -> bool:

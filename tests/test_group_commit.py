@@ -9,8 +9,9 @@ import time
 import pytest
 from django.db import IntegrityError, connection
 
+from messaging import queues
 from messaging.lib.groupcommit import CommitTimeout, GroupCommitter
-from messaging.models import Workspace
+from messaging.models import Message, Workspace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,3 +108,52 @@ def test_no_answer_in_time_is_a_commit_timeout():
     committer = GroupCommitter(lambda items: time.sleep(1))
     with pytest.raises(CommitTimeout):
         committer.store(["slow"], timeout=0.1)
+
+
+def test_a_request_stored_while_redis_is_down_answers_accepted_and_is_left_for_the_sweep(settings, api):
+    settings.GROUP_COMMIT = True
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    queues.reset_connection()
+    try:
+        body = {"phoneNumber": "+14155550123", "message": "Hi", "contactId": "c-1", "workspaceId": "66338"}
+        response = api.post("/api/schedule-sms", body)
+    finally:
+        queues.reset_connection()
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "accepted"
+    assert Message.objects.get(pk=response.json()["id"]).status == "accepted"
+
+
+def test_requests_of_many_threads_are_stored_in_fewer_transactions_and_share_batch_jobs(
+    settings, redis_clean
+):
+    settings.GROUP_COMMIT = True
+    from messaging import services
+
+    monkey_committer = services.GroupCommitter(
+        services._insert, after_commit=services._enqueue_stored, max_wait=0.05, name="test-committer"
+    )
+    original, services._committer = services._committer, monkey_committer
+    ids: list[str] = []
+    try:
+
+        def request(n: int) -> None:
+            message = services.message_create(
+                channel="sms",
+                workspace_external_id="66338",
+                contact_id=f"c-{n}",
+                recipient="+14155550123",
+                body="x",
+            )
+            ids.append(str(message.pk))
+            connection.close()
+
+        run_threads(10, request)
+    finally:
+        services._committer = original
+    stored = Message.objects.filter(pk__in=ids)
+    assert stored.count() == 10
+    job_ids = set(stored.values_list("rq_job_id", flat=True))
+    assert len(job_ids) < 10 and all(job_id.startswith(queues.BATCH_JOB_PREFIX) for job_id in job_ids)
+    assert set(stored.values_list("status", flat=True)) == {"queued"}
+    assert queues.get_queue("sms").count == len(job_ids)

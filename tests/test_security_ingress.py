@@ -28,7 +28,8 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(db,
     assert refused.json()["success"] is False
     assert "3/second" in refused.json()["message"]
     retry_after = int(refused["Retry-After"])
-    assert 1 <= retry_after <= 1  # a one-second window frees within one second
+    # A one-second window, read in slots of a tenth of it, frees a slot within 1.1 s.
+    assert 1 <= retry_after <= 2
     assert busy.get("/api/queues").status_code == 429  # every endpoint counts against the key
     assert Message.objects.count() == 3
 
