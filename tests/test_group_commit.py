@@ -15,6 +15,22 @@ from messaging.models import Message, Workspace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+_committers: list[GroupCommitter] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_committers():
+    """Each committer a test builds is stopped after it (its thread would hold a database session)."""
+    yield
+    while _committers:
+        _committers.pop().stop()
+
+
+def new_committer(*args, **kwargs) -> GroupCommitter:
+    made = GroupCommitter(*args, **kwargs)
+    _committers.append(made)
+    return made
+
 
 def run_threads(count: int, target) -> None:
     threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
@@ -35,7 +51,7 @@ def test_requests_that_arrive_while_a_group_commits_share_the_next_transaction()
             first_started.set()
             time.sleep(0.3)  # a slow first commit: the other requests pile up meanwhile
 
-    committer = GroupCommitter(write)
+    committer = new_committer(write)
     results: dict[int, str] = {}
 
     def request(n: int) -> None:
@@ -64,7 +80,7 @@ def test_a_bad_item_fails_only_its_own_request():
             time.sleep(0.3)
         Workspace.objects.bulk_create([Workspace(external_id=i) for i in items])
 
-    committer = GroupCommitter(write)
+    committer = new_committer(write)
     outcomes: dict[int, str] = {}
 
     def request(n: int) -> None:
@@ -95,7 +111,7 @@ def test_after_commit_runs_before_the_answer_and_its_failure_is_not_the_requests
         seen_in_after_commit.extend(items)
         raise RuntimeError("Redis said no")
 
-    committer = GroupCommitter(
+    committer = new_committer(
         lambda items: Workspace.objects.bulk_create([Workspace(external_id=i) for i in items]),
         after_commit=after_commit,
     )
@@ -105,7 +121,7 @@ def test_after_commit_runs_before_the_answer_and_its_failure_is_not_the_requests
 
 
 def test_no_answer_in_time_is_a_commit_timeout():
-    committer = GroupCommitter(lambda items: time.sleep(1))
+    committer = new_committer(lambda items: time.sleep(1))
     with pytest.raises(CommitTimeout):
         committer.store(["slow"], timeout=0.1)
 
@@ -130,7 +146,7 @@ def test_requests_of_many_threads_are_stored_in_fewer_transactions_and_share_bat
     settings.GROUP_COMMIT = True
     from messaging import services
 
-    monkey_committer = services.GroupCommitter(
+    monkey_committer = new_committer(
         services._insert, after_commit=services._enqueue_stored, max_wait=0.05, name="test-committer"
     )
     original, services._committer = services._committer, monkey_committer

@@ -34,6 +34,9 @@ class CommitTimeout(Exception):
     """The committer did not confirm a write in time; the items may or may not have been stored."""
 
 
+_STOP = object()  # handed in by GroupCommitter.stop
+
+
 class _Waiter:
     """One submission's answer: a lock held until the committer is done with it (the cheapest
     wake-up CPython has; concurrent.futures.Future cost several times more per request)."""
@@ -115,9 +118,19 @@ class GroupCommitter(Generic[T]):
         """
         self.submit(items).wait(timeout)
 
+    def stop(self) -> None:
+        """End the committer's thread once what was handed in before is written, closing its database
+        connection (tests; a web process's committer lives as long as the process)."""
+        if self._pid == os.getpid():
+            self._queue.put(_STOP)
+
     def _run(self) -> None:
         while True:
-            group = [self._queue.get()]
+            first = self._queue.get()
+            if first is _STOP:
+                connection.close()
+                return
+            group = [first]
             count = len(group[0][0])
             gather_until = time.monotonic() + self._max_wait
             while count < self._max_items:
@@ -125,6 +138,9 @@ class GroupCommitter(Generic[T]):
                     wait = gather_until - time.monotonic()
                     entry = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
+                    break
+                if entry is _STOP:
+                    self._queue.put(entry)  # after this group
                     break
                 group.append(entry)
                 count += len(entry[0])
