@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -219,3 +220,22 @@ def test_2000_messages_accepted_while_redis_is_down_reach_the_provider_once_afte
     assert not called_more_than_once(provider)
     assert provider.by_key() == {pk: 1 for pk in ids}
     assert_invariant(ids, provider)
+
+
+@pytest.mark.parametrize("when", ["as Redis stops", "while Redis is down"])
+def test_sigterm_stops_scheduler_and_worker_when_redis_is_gone(processes, redis_server, when):
+    # `make run` stops Redis and the other processes together; a stop must not wait for Redis.
+    scheduler, worker = processes.scheduler(), processes.worker()
+    redis_server.stop()
+    if when == "while Redis is down":
+        wait_for(
+            lambda: "Redis unavailable" in scheduler.output(), 10, what="the scheduler to see the outage"
+        )
+    scheduler.signal(signal.SIGTERM)
+    worker.signal(signal.SIGTERM)
+    for process in (scheduler, worker):
+        try:
+            process.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 10 s after SIGTERM:\n{process.output()}")
+        assert process.process.returncode == 0, process.output()

@@ -12,13 +12,16 @@ periodic job that succeeded, and for its registry maintenance, are written at DE
 `MaintainingScheduler` (settings.RQ["SCHEDULER_CLASS"], used by `manage.py rqscheduler`) adds two
 things rq-scheduler lacks: it re-registers the periodic jobs when they vanish (a Redis restart without
 persistence empties Redis), and it waits for Redis to come back instead of exiting on a connection
-error.
+error. SIGINT or SIGTERM stops it at once even when Redis is gone: rq-scheduler's own handler writes
+its death to Redis first, and a connection error there would have sent the loop back to waiting for
+Redis (as when `make run` stops Redis and the scheduler together).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,6 +157,22 @@ class MaintainingScheduler(DjangoScheduler):
     """rq-scheduler that keeps the periodic jobs registered and outlives Redis outages."""
 
     _last_ensure = 0.0
+    _stopping = False
+
+    def _install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM: record the stop, write the death and drop the lock where Redis
+        answers (best effort), then exit (SystemExit)."""
+
+        def stop(signum, frame):
+            self._stopping = True
+            self.log.info("Shutting down RQ scheduler (%s)", signal.Signals(signum).name)
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self.register_death()
+                self.remove_lock()
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
 
     def heartbeat(self) -> None:
         super().heartbeat()
@@ -166,12 +185,16 @@ class MaintainingScheduler(DjangoScheduler):
     def run(self, burst: bool = False) -> None:
         """Run rq-scheduler's loop; when Redis goes away, wait for it (checking every
         REDIS_RETRY_SECONDS, so jobs move again within a second of its return) and run it again."""
+        self._install_signal_handlers()  # also while waiting for Redis before the first run
         while True:
             try:
                 return super().run(burst=burst)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if self._stopping:  # the loop's last writes failed after a stop; nothing to wait for
+                    raise SystemExit(0) from None
                 self.log.error("Redis unavailable (%s); scheduler waiting for it", exc)
-            queues.wait_for_redis(self.connection)
+            if not queues.wait_for_redis(self.connection, stop=lambda: self._stopping):
+                raise SystemExit(0)
             self.log.info("Redis answers; scheduler running again")
             self._lock_acquired = False
             self._last_ensure = 0.0  # re-register the periodic jobs at once (Redis may be empty)

@@ -169,7 +169,16 @@ class Worker(_StartupLogMixin, BaseWorker):
                     if self._running and (got == 0 or free - got <= 0):
                         self._wait(POLL_SECONDS)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                    self._wait_for_redis(exc)
+                    try:
+                        if not self._stop_requested:
+                            self._wait_for_redis(exc)
+                        elif self._nothing_in_flight():
+                            self._log_unrecorded_at_stop()
+                            break
+                        else:  # stopping: let the calls in flight end; their outcomes go to the database
+                            self._wait(POLL_SECONDS)
+                    except StopRequested:  # a SIGTERM while waiting for Redis
+                        break
                 except StopRequested:
                     break
         finally:
@@ -186,9 +195,34 @@ class Worker(_StartupLogMixin, BaseWorker):
         return bool(started)
 
     def request_stop(self, signum: int, frame: Any) -> None:
-        """Warm shutdown (RQ's, with deliveries still waiting for a slot handed back at once)."""
-        super().request_stop(signum, frame)
-        self._release_waiting()
+        """Warm shutdown (RQ's, with deliveries still waiting for a slot handed back at once).
+
+        The stop is recorded before RQ's handler runs: the StopRequested it raises can be lost (a
+        signal that lands inside a log call is swallowed by logging's error handler), and its Redis
+        write fails while Redis is down; the loop and the wait for Redis both read the flag."""
+        self._stop_requested = True
+        try:
+            super().request_stop(signum, frame)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            pass  # RQ could not write the shutdown date (Redis is down); the stop is recorded above
+        finally:
+            self._release_waiting()
+
+    def _nothing_in_flight(self) -> bool:
+        """True when every job this worker started has completed (recorded in Redis or not)."""
+        unrecorded = {id(item) for item in self._unrecorded}
+        return all(item.done or id(item) in unrecorded for item in self._running.values())
+
+    def _log_unrecorded_at_stop(self) -> None:
+        """A stop while Redis is down: say which completed jobs RQ will not hear about."""
+        if self._running:
+            self.log.warning(
+                "Worker %s: stopping while Redis is down; %d completed jobs are not recorded in Redis "
+                "(RQ's registry cleanup fails them later; their messages' outcomes are in the database "
+                "and the outbox sweep resumes any message still due)",
+                self.name,
+                len(self._running),
+            )
 
     def _release_waiting(self) -> None:
         engine = getattr(self, "engine", None)
