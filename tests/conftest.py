@@ -15,7 +15,7 @@ from django.conf import settings
 from django.test import Client
 from rq import SimpleWorker
 
-from messaging import queues
+from messaging import queues, services
 from messaging.delivery import senders
 from messaging.devtools import localredis
 from messaging.devtools.supervisor import parent_death_signal
@@ -41,6 +41,9 @@ def caches_clean():
     # A keep-alive connection to a live-server provider would keep its request thread, and that
     # thread's database connection, open after the test.
     http_session_close()
+    # The group committer's thread holds a database session of its own; stopped, it closes it (the
+    # next store starts a new thread), so the test database can be flushed and dropped.
+    services._committer.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

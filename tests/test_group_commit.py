@@ -173,3 +173,20 @@ def test_requests_of_many_threads_are_stored_in_fewer_transactions_and_share_bat
     assert len(job_ids) < 10 and all(job_id.startswith(queues.BATCH_JOB_PREFIX) for job_id in job_ids)
     assert set(stored.values_list("status", flat=True)) == {"queued"}
     assert queues.get_queue("sms").count == len(job_ids)
+
+
+def test_a_stopped_committer_closes_its_session_and_the_next_store_starts_a_new_thread():
+    sessions: list[object] = []
+
+    def write(items: list[str]) -> None:
+        sessions.append(connection.connection)  # the committer thread's own database session
+        Workspace.objects.bulk_create([Workspace(external_id=i) for i in items])
+
+    committer = new_committer(write)
+    committer.store(["before"], timeout=10)
+    committer.stop()
+    assert not any(t.name == "group-commit" and t.is_alive() for t in threading.enumerate())
+    with pytest.raises(Exception, match="(?i)closed"):  # sqlite3 and psycopg both say so
+        sessions[0].cursor().execute("SELECT 1")
+    committer.store(["after"], timeout=10)
+    assert set(Workspace.objects.values_list("external_id", flat=True)) >= {"before", "after"}

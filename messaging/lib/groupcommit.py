@@ -97,6 +97,7 @@ class GroupCommitter(Generic[T]):
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[list[T], _Waiter]] = queue.SimpleQueue()
         self._pid: int | None = None
+        self._thread: threading.Thread | None = None
 
     def submit(self, items: list[T]) -> _Waiter:
         """Hand `items` (stored together, in one transaction) to the committer; return the _Waiter
@@ -106,7 +107,10 @@ class GroupCommitter(Generic[T]):
             with self._lock:
                 if self._pid != os.getpid():  # first use in this process (or in a fork of it)
                     self._pid, self._queue = os.getpid(), queue.SimpleQueue()
-                    threading.Thread(target=self._run, name=self._name, daemon=True).start()
+                    self._thread = threading.Thread(
+                        target=self._run, args=(self._queue,), name=self._name, daemon=True
+                    )
+                    self._thread.start()
         self._queue.put((items, waiter))
         return waiter
 
@@ -118,29 +122,38 @@ class GroupCommitter(Generic[T]):
         """
         self.submit(items).wait(timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         """End the committer's thread once what was handed in before is written, closing its database
-        connection (tests; a web process's committer lives as long as the process)."""
-        if self._pid == os.getpid():
-            self._queue.put(_STOP)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                connection.close()
+        connection, and wait up to `timeout` seconds for it (tests; a web process's committer lives as
+        long as the process). The next `submit` starts a new thread."""
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None:
                 return
+            self._queue.put(_STOP)
+            thread, self._thread, self._pid = self._thread, None, None
+        thread.join(timeout)
+
+    def _run(self, requests: queue.SimpleQueue) -> None:
+        while True:
+            first = requests.get()
+            if first is _STOP:
+                try:
+                    first = requests.get_nowait()  # handed in while stopping: still written
+                except queue.Empty:
+                    connection.close()
+                    return
+                requests.put(_STOP)
             group = [first]
             count = len(group[0][0])
             gather_until = time.monotonic() + self._max_wait
             while count < self._max_items:
                 try:
                     wait = gather_until - time.monotonic()
-                    entry = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    entry = requests.get(timeout=wait) if wait > 0 else requests.get_nowait()
                 except queue.Empty:
                     break
                 if entry is _STOP:
-                    self._queue.put(entry)  # after this group
+                    requests.put(entry)  # after this group
                     break
                 group.append(entry)
                 count += len(entry[0])
