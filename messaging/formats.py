@@ -144,6 +144,24 @@ def check_identifier(text: str, max_length: int) -> None:
         )
 
 
+def check_workspace_id(text: str, max_length: int) -> None:
+    """Raise ValueError with the reason when `text` is not a workspace ID the API takes as a string:
+    check_identifier's rules, and no whitespace at either end (the earlier service's rule)."""
+    if text.strip() and text != text.strip():
+        raise ValueError("Must not start or end with whitespace.")
+    check_identifier(text, max_length)
+
+
+def check_phone_region(region: str) -> None:
+    """Raise ValueError unless `region` is a region code the phonenumbers library can parse numbers
+    for: two upper-case letters of ISO 3166-1 (e.g. "US", "FR"), as listed in
+    phonenumbers.SUPPORTED_REGIONS."""
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{region!r} is not a phone region: use an ISO 3166-1 alpha-2 code in capitals, such as US or FR."
+        )
+
+
 # --- Schedule times -------------------------------------------------------------------------------
 
 # The earliest `scheduledFor` taken (UTC). Any time before it is a zero or placeholder date (Go's

@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from .formats import check_phone_region, check_workspace_id
+
 
 def validate_timezone(value: str) -> None:
     """Raise ValidationError unless `value` is an IANA time zone name known to zoneinfo."""
@@ -18,11 +20,41 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone name.") from exc
 
 
+def validate_workspace_id(value: str) -> None:
+    """Raise ValidationError unless `value` is a workspace ID (or alias) a client can send to the API
+    (messaging.formats.check_workspace_id)."""
+    try:
+        check_workspace_id(value, 100)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+def validate_printable(value: str) -> None:
+    """Raise ValidationError when `value` holds a character that is not printable (controls, format
+    and zero-width characters, line separators): a display name shown in the dashboard and logs."""
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ValidationError(f"Must contain only printable characters (found U+{ord(bad):04X}).")
+
+
+def validate_phone_region(value: str) -> None:
+    """Raise ValidationError unless `value` is a phone region code (messaging.formats.check_phone_region)."""
+    try:
+        check_phone_region(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
 class Workspace(models.Model):
     """A client's workspace, known by the ID its backend sends (kept as the exact string)."""
 
-    external_id = models.CharField(max_length=100, unique=True)
-    name = models.CharField(max_length=200, blank=True, help_text="Shown in the dashboard instead of the ID.")
+    external_id = models.CharField(max_length=100, unique=True, validators=[validate_workspace_id])
+    name = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_printable],
+        help_text="Shown in the dashboard instead of the ID.",
+    )
     timezone = models.CharField(
         max_length=64,
         default="UTC",
@@ -32,6 +64,7 @@ class Workspace(models.Model):
     default_phone_region = models.CharField(
         max_length=2,
         blank=True,
+        validators=[validate_phone_region],
         help_text="ISO 3166 region (e.g. US) used for phone numbers sent without a country code.",
     )
     ai_system_prompt = models.TextField(blank=True)
@@ -54,7 +87,7 @@ class Workspace(models.Model):
 class WorkspaceAlias(models.Model):
     """Another ID (e.g. a generic "workspace-1") that resolves to the same workspace."""
 
-    alias = models.CharField(max_length=100, unique=True)
+    alias = models.CharField(max_length=100, unique=True, validators=[validate_workspace_id])
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="aliases")
 
     class Meta:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from .formats import (
     check_identifier,
+    check_workspace_id,
     normalize_email_address,
     normalize_phone_number,
     parse_scheduled_for,
@@ -110,9 +111,13 @@ def clean_workspace_id(value: Any, name: str, errors: Errors) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value < 1:
         errors.add(name, "Must be at least 1 when it is a number.")
         return ""
-    if isinstance(value, str) and value and value.strip() and value != value.strip():
-        errors.add(name, "Must not start or end with whitespace.")
-        return ""
+    if isinstance(value, str) and value:
+        try:
+            check_workspace_id(value, MAX_ID_LENGTH)
+        except ValueError as exc:
+            errors.add(name, str(exc))
+            return ""
+        return value
     return clean_identifier(value, name, errors)
 
 

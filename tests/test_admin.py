@@ -20,6 +20,7 @@ from messaging.models import (
     MessageStatDay,
     MessageStatHour,
     SandboxReceipt,
+    Workspace,
 )
 from messaging.reporting import rollup
 from messaging.workspaces import api_key_create
@@ -176,3 +177,51 @@ def test_a_revoke_page_of_an_unknown_key_is_404_and_anonymous_visitors_go_to_log
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     key.refresh_from_db()
     assert key.revoked_at is None
+
+
+def workspace_form(**fields: str) -> dict[str, str]:
+    """The admin's add-workspace form with an empty alias inline."""
+    return {
+        "external_id": "66338",
+        "name": "",
+        "timezone": "UTC",
+        "default_phone_region": "",
+        "ai_system_prompt": "",
+        "aliases-TOTAL_FORMS": "1",
+        "aliases-INITIAL_FORMS": "0",
+        "aliases-MIN_NUM_FORMS": "0",
+        "aliases-MAX_NUM_FORMS": "1000",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"external_id": "66\n338"}, "printable"),
+        ({"external_id": "ws\u200b1"}, "printable"),
+        ({"name": "Acme\x1b[31m"}, "printable"),
+        ({"default_phone_region": "zz"}, "region"),
+        ({"default_phone_region": "us"}, "region"),
+        ({"aliases-0-alias": "ali\u202eas"}, "printable"),
+    ],
+)
+def test_the_admin_refuses_a_workspace_the_api_could_not_be_sent(superuser, fields, reason):
+    response = superuser.post("/admin/messaging/workspace/add/", workspace_form(**fields))
+    assert response.status_code == 200  # the form again, with the error
+    assert reason in response.content.decode()
+    assert not Workspace.objects.exists()
+
+
+def test_the_admin_keeps_a_workspace_the_api_can_be_sent(superuser):
+    fields = {"external_id": "Équipe 7", "name": "Équipe ✓", "default_phone_region": "FR"}
+    response = superuser.post(
+        "/admin/messaging/workspace/add/", workspace_form(**fields, **{"aliases-0-alias": "team-7"})
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    workspace = Workspace.objects.get()
+    assert (workspace.external_id, workspace.default_phone_region) == ("Équipe 7", "FR")
+    assert list(workspace.aliases.values_list("alias", flat=True)) == ["team-7"]
+    sms = {**SMS, "workspaceId": "team-7", "phoneNumber": "06 12 34 56 78"}  # FR without +33
+    key, full_key = api_key_create(name="t", all_workspaces=True)
+    assert ApiClient(full_key).post("/api/schedule-sms", sms).status_code == 202
