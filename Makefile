@@ -36,9 +36,11 @@ redis-server: install
 
 # Debian's Chromium for the Playwright browser tests (Playwright's own browser download is not used).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# apt-get waits up to 10 minutes for another package manager run to finish instead of failing at once.
+APT := $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "Installing Debian's chromium for the browser tests..."; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
 
 # `make test` is what CI runs: the whole suite on SQLite, then the whole suite on PostgreSQL (the
 # production database), each on a fresh test database; both always run, and it fails if either fails.
@@ -122,7 +124,7 @@ fuzz: install
 
 # Benchmarks (not run by CI): needs wrk for the HTTP load, installed from Debian's packages when missing.
 bench: install
-	@command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	@command -v wrk >/dev/null || ($(APT) update -qq && $(APT) install -y -qq wrk)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # Dashboard page timings at 1,000,000 messages (SQLite by default; BENCH_DATABASE_URL for PostgreSQL).

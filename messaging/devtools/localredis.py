@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import redis
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# apt-get waits up to 10 minutes for another package manager run (e.g. `make browser`) to finish.
+APT_WAIT = ("-o", "DPkg::Lock::Timeout=600")
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
@@ -47,8 +49,8 @@ def install_commands() -> list[list[str]]:
     if shutil.which("apt-get"):
         sudo = ["sudo"] if os.geteuid() != 0 and shutil.which("sudo") else []
         return [
-            [*sudo, "apt-get", "update", "-qq"],
-            [*sudo, "apt-get", "install", "-y", "-qq", "redis-server"],
+            [*sudo, "apt-get", *APT_WAIT, "update", "-qq"],
+            [*sudo, "apt-get", *APT_WAIT, "install", "-y", "-qq", "redis-server"],
         ]
     if shutil.which("brew"):
         return [["brew", "install", "redis"]]
