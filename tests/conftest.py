@@ -201,3 +201,25 @@ def signing_secret(settings) -> str:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     settings.CALLBACK_SIGNING_SECRET = secret
     return secret
+
+
+@pytest.fixture
+def staff(db) -> Client:
+    """A test client logged in as a staff user (the dashboard's audience; not a superuser)."""
+    from tests import factories
+
+    client = Client()
+    client.force_login(factories.user("staff-user"))
+    return client
+
+
+@pytest.fixture
+def superuser(db) -> Client:
+    """A test client logged in as a superuser: a refusal it gets comes from the code under test, not
+    from a missing permission."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("root", password=secrets.token_hex(16))
+    client = Client()
+    client.force_login(user)
+    return client

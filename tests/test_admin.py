@@ -4,11 +4,9 @@ shown once, with an explicit scope) and revoked there."""
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
@@ -29,15 +27,6 @@ from tests.conftest import ApiClient
 
 SMS = {"phoneNumber": "+14155550123", "message": "Hi", "contactId": "c-1", "workspaceId": "A"}
 KEY_RE = re.compile(r'value="(mq_[0-9a-f]{8}_[A-Za-z0-9_-]{43})"')
-
-
-@pytest.fixture
-def superuser(db) -> Client:
-    """A superuser: every refusal below comes from the admin classes, not from missing permissions."""
-    user = get_user_model().objects.create_superuser("root", password=uuid.uuid4().hex)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from django.contrib.auth import get_user_model
 
-
-@pytest.fixture
-def staff_client(client, db):
-    user = get_user_model().objects.create_user("ops", password=None, is_staff=True)
-    client.force_login(user)
-    return client
-
-
-def test_dashboard_pages_keep_the_strict_policy(staff_client):
-    policy = staff_client.get("/")["Content-Security-Policy"]
+def test_dashboard_pages_keep_the_strict_policy(staff):
+    policy = staff.get("/")["Content-Security-Policy"]
     assert "script-src 'self';" in policy or policy.endswith("script-src 'self'")
     assert "unsafe-inline" not in policy
 
 
-def test_django_rq_pages_allow_their_inline_code_only(staff_client):
-    response = staff_client.get("/django-rq/")
+def test_django_rq_pages_allow_their_inline_code_only(staff):
+    response = staff.get("/django-rq/")
     assert response.status_code == 200
     policy = response["Content-Security-Policy"]
     assert "script-src 'self' 'unsafe-inline'" in policy

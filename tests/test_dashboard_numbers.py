@@ -22,13 +22,6 @@ from messaging.reporting import rollup
 from tests import factories
 
 
-@pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(factories.user("numbers-staff"))
-    return client
-
-
 def listed_ids(client: Client, url: str) -> set:
     """The ids of the messages the messages page lists at `url` (one page is enough here)."""
     page = client.get(url).content.decode()

@@ -34,13 +34,6 @@ WORKSPACE_LINK = re.compile(r'href="([^"]*/workspaces/[^"]*)"')
 
 
 @pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(factories.user("staff-user"))
-    return client
-
-
-@pytest.fixture
 def odd_rows(db):
     """A workspace per odd id (inserted with the ORM, as older rows hold them), each with a sent, a
     failed and a scheduled message."""

@@ -17,13 +17,6 @@ from tests.conftest import run_jobs
 
 
 @pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(factories.user("staff-user"))
-    return client
-
-
-@pytest.fixture
 def sample(db):
     """A named and an unnamed workspace with a sent, a failed, a scheduled and an AI message."""
     named = factories.workspace("66338", "Cedar Dental")

@@ -5,10 +5,8 @@ service's rule for workspace ids (a number >= 1; a string not blank, no surround
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 
 from messaging.models import Message, Workspace
-from tests import factories
 
 SMS = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
 EMAIL = {
@@ -128,13 +126,6 @@ def test_in_bulk_an_item_with_a_bad_identifier_is_refused_alone(api):
     assert list(results[4]["errors"]) == ["workspaceId"]
     assert list(Workspace.objects.values_list("external_id", flat=True)) == ["66338"]
     assert Message.objects.count() == 2
-
-
-@pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(factories.user("staff-user"))
-    return client
 
 
 @pytest.mark.parametrize(

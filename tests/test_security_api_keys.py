@@ -7,7 +7,6 @@ import io
 import time
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -20,14 +19,6 @@ from tests.conftest import ApiClient
 
 GOOD = {"phoneNumber": "+14155550123", "message": "Hello", "contactId": "c-1", "workspaceId": "66338"}
 UNAUTHORIZED = {"success": False, "message": "Missing or invalid API key. Send Authorization: Bearer <key>."}
-
-
-@pytest.fixture
-def staff_client(db) -> Client:
-    user = get_user_model().objects.create_superuser("boss", password=None)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_a_new_key_is_shown_once_and_only_the_hash_of_its_secret_is_stored(db):
@@ -102,10 +93,10 @@ def test_a_key_revoked_before_its_first_use_is_refused_at_once(db):
     assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
 
 
-def test_revoking_a_key_in_admin_refuses_it_at_once(staff_client):
+def test_revoking_a_key_in_admin_refuses_it_at_once(superuser):
     key, full_key = api_key_create(name="leaked", all_workspaces=True)
     other, other_full = api_key_create(name="kept", all_workspaces=True)
-    response = staff_client.post(
+    response = superuser.post(
         "/admin/messaging/apikey/", {"action": "revoke", "_selected_action": [key.pk]}, follow=True
     )
     assert response.status_code == 200
@@ -116,13 +107,13 @@ def test_revoking_a_key_in_admin_refuses_it_at_once(staff_client):
     assert ApiClient(other_full).post("/api/schedule-sms", GOOD).status_code == 202
 
 
-def test_admin_never_shows_or_takes_a_secret_hash(staff_client):
+def test_admin_never_shows_or_takes_a_secret_hash(superuser):
     # Keys added in admin get their secret from api_key_create (tests/test_admin.py shows it once).
-    add = staff_client.get("/admin/messaging/apikey/add/")
+    add = superuser.get("/admin/messaging/apikey/add/")
     assert add.status_code == 200 and "secret_hash" not in add.content.decode()
     key, _ = api_key_create(name="crm", all_workspaces=True)
     for url in ("/admin/messaging/apikey/", f"/admin/messaging/apikey/{key.pk}/change/"):
-        page = staff_client.get(url).content.decode()
+        page = superuser.get(url).content.decode()
         assert "secret_hash" not in page and key.secret_hash not in page, url
 
 

@@ -7,9 +7,7 @@ import io
 import time
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.test import Client
 
 from messaging import openapi, workspaces
 from messaging.models import ApiKey, Message, Workspace
@@ -27,14 +25,6 @@ AI = {
     "rate_limit_key": "A:c-1",
 }
 REFUSED_B = "This API key may not send for workspace 'B'."
-
-
-@pytest.fixture
-def staff_client(db) -> Client:
-    user = get_user_model().objects.create_superuser("boss", password=None)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -71,9 +61,7 @@ def assert_refused_everywhere(api: ApiClient, external_id: str) -> None:
         assert result["errors"] == {"workspaceId": [message]}
 
 
-def test_deleting_the_only_workspace_of_a_limited_key_leaves_it_with_access_to_none(
-    staff_client, workspace_b
-):
+def test_deleting_the_only_workspace_of_a_limited_key_leaves_it_with_access_to_none(superuser, workspace_b):
     _, everything = api_key_create(name="all", all_workspaces=True)
     key, only_a = api_key_create(name="only-a", workspace_ids=["A"])
     scoped = ApiClient(only_a)
@@ -82,7 +70,7 @@ def test_deleting_the_only_workspace_of_a_limited_key_leaves_it_with_access_to_n
     Message.objects.filter(workspace__external_id="A").delete()  # a workspace with messages is kept
 
     workspace_a = Workspace.objects.get(external_id="A")
-    deleted = staff_client.post(f"/admin/messaging/workspace/{workspace_a.pk}/delete/", {"post": "yes"})
+    deleted = superuser.post(f"/admin/messaging/workspace/{workspace_a.pk}/delete/", {"post": "yes"})
     assert deleted.status_code == 302
     assert not Workspace.objects.filter(external_id="A").exists()
 
@@ -141,18 +129,18 @@ def test_removing_a_keys_workspaces_elsewhere_takes_effect_within_the_key_cache_
     assert api.post("/api/schedule-sms", {**SMS, "workspaceId": "C"}).status_code == 202
 
 
-def test_a_scope_changed_in_admin_takes_effect_at_once_in_that_process(staff_client, workspace_b):
+def test_a_scope_changed_in_admin_takes_effect_at_once_in_that_process(superuser, workspace_b):
     key, only_a = api_key_create(name="only-a", workspace_ids=["A"])
     api = ApiClient(only_a)
     assert api.post("/api/schedule-sms", SMS).status_code == 202
     form = {"name": key.name, "workspaces": [workspace_b.pk], "revoked_at_0": "", "revoked_at_1": ""}
-    changed = staff_client.post(f"/admin/messaging/apikey/{key.pk}/change/", form)
+    changed = superuser.post(f"/admin/messaging/apikey/{key.pk}/change/", form)
     assert changed.status_code == 302, changed.content.decode()[:2000]
     assert api.post("/api/schedule-sms", SMS).status_code == 403
     assert api.post("/api/schedule-sms", {**SMS, "workspaceId": "B"}).status_code == 202
 
 
-def test_admin_refuses_a_key_both_for_every_workspace_and_limited(staff_client, workspace_b):
+def test_admin_refuses_a_key_both_for_every_workspace_and_limited(superuser, workspace_b):
     key, _ = api_key_create(name="only-a", workspace_ids=["A"])
     form = {
         "name": key.name,
@@ -161,7 +149,7 @@ def test_admin_refuses_a_key_both_for_every_workspace_and_limited(staff_client, 
         "revoked_at_0": "",
         "revoked_at_1": "",
     }
-    page = staff_client.post(f"/admin/messaging/apikey/{key.pk}/change/", form)
+    page = superuser.post(f"/admin/messaging/apikey/{key.pk}/change/", form)
     assert page.status_code == 200
     assert "either every workspace or a list" in page.content.decode()
     key.refresh_from_db()

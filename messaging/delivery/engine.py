@@ -315,7 +315,6 @@ class Engine:
         deferred, self._deferred = first_per_message(self._deferred, len(self._deferred), key=lambda d: d[0])
         finished, unclaim = self._finished, self._unclaim
         if not (to_claim or finished or deferred or unclaim):
-            self._deferred = deferred + self._deferred
             return
         # Marked before the claim is written, so the watchdog never sees a claimed message's job
         # as not yet calling.
