@@ -298,6 +298,12 @@ CALLBACK_READ_TIMEOUT = env.float("CALLBACK_READ_TIMEOUT", default=10.0)
 CALLBACK_DEADLINE_SECONDS = env.float(
     "CALLBACK_DEADLINE_SECONDS", default=CALLBACK_CONNECT_TIMEOUT + CALLBACK_READ_TIMEOUT
 )
+# Seconds a callback host's DNS lookup may take, at the API (then the request is accepted and the
+# host checked again at send) and at send (within CALLBACK_DEADLINE_SECONDS; then a retry). The OS
+# resolver has no timeout of its own and the name server may be the client's.
+CALLBACK_RESOLVE_TIMEOUT_SECONDS = env.float("CALLBACK_RESOLVE_TIMEOUT_SECONDS", default=2.0)
+if not 0 < CALLBACK_RESOLVE_TIMEOUT_SECONDS <= 30:
+    raise ImproperlyConfigured("CALLBACK_RESOLVE_TIMEOUT_SECONDS must be above 0 and at most 30.")
 if AI_DEADLINE_SECONDS <= 0 or CALLBACK_DEADLINE_SECONDS <= 0:
     raise ImproperlyConfigured("AI_DEADLINE_SECONDS and CALLBACK_DEADLINE_SECONDS must be above 0.")
 if AI_DEADLINE_SECONDS + CALLBACK_DEADLINE_SECONDS >= RQ_JOB_TIMEOUT:

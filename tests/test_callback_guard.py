@@ -4,11 +4,17 @@ and non-http schemes, through the API and the worker. tests/test_netguard.py cov
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 from pytest_httpserver import HTTPServer
 
+from messaging.lib import netguard
 from messaging.models import Message
+from messaging.providers.base import ProviderError
+from messaging.providers.callback import CallbackClient
+from tests import factories
 from tests.conftest import ApiClient, run_jobs
 
 GOOD = {
@@ -222,3 +228,74 @@ def test_parser_confusions_do_not_smuggle_an_internal_host(api, url):
     response = api.post("/api/ai-response", {**GOOD, "callback_url": url})
     assert response.status_code == 400, response.json()
     assert Message.objects.count() == 0
+
+
+# --- Slow DNS ---------------------------------------------------------------------------------------
+
+
+class SlowResolver:
+    """Answers `host` (with a public address) only after `seconds`, or once released: a hostile
+    client's name server that takes its time. Other names go to the real resolver."""
+
+    def __init__(self, host: str, seconds: float):
+        self.host, self.seconds, self.real = host, seconds, socket.getaddrinfo
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, host, port, *args, **kwargs):
+        if host != self.host:
+            return self.real(host, port, *args, **kwargs)
+        self.calls += 1
+        self.release.wait(self.seconds)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port or 80))]
+
+
+@pytest.fixture
+def slow_dns(monkeypatch, settings):
+    settings.CALLBACK_RESOLVE_TIMEOUT_SECONDS = 0.3
+    resolver = SlowResolver("slow.example.com", 5.0)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    yield resolver
+    resolver.release.set()
+
+
+def test_a_slow_name_server_holds_an_api_request_no_longer_than_the_resolve_timeout(api, slow_dns):
+    started = time.monotonic()
+    message_id = ai_request(api, "https://slow.example.com/cb")  # accepted; checked again at send
+    assert time.monotonic() - started < 2.0
+    assert slow_dns.calls == 1
+    assert Message.objects.get(pk=message_id).callback_url == "https://slow.example.com/cb"
+
+
+@pytest.mark.django_db
+def test_a_slow_name_server_makes_a_callback_a_quick_transient_dns_error(slow_dns):
+    message = factories.message(channel="ai", status="queued", callback_url="https://slow.example.com/cb")
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as raised:
+        CallbackClient().send(message)
+    assert time.monotonic() - started < 2.0
+    result = raised.value.result
+    assert (result.transient, result.error_kind) == (True, "dns_error")
+    assert "no answer within 0.3 s" in result.error
+
+
+def test_lookups_stuck_at_a_slow_name_server_are_capped_and_the_next_one_fails_at_once(slow_dns, monkeypatch):
+    monkeypatch.setattr(netguard, "MAX_LOOKUPS_IN_FLIGHT", 2)
+    for _ in range(2):  # each gives up after 0.3 s, but its thread stays at the name server
+        with pytest.raises(netguard.UnresolvableHost):
+            netguard.resolve("slow.example.com", 443, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(netguard.UnresolvableHost, match="lookups in flight"):
+        netguard.resolve("slow.example.com", 443, timeout=0.3)
+    assert time.monotonic() - started < 0.2
+    assert slow_dns.calls == 2
+    slow_dns.release.set()  # the name server answers at last: the slots are free again
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert netguard.resolve("slow.example.com", 443, timeout=1.0)
+            break
+        except netguard.UnresolvableHost:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the lookup slots were not given back")

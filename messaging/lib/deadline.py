@@ -15,9 +15,9 @@ still in its handshake, is cut too, and a descriptor closed meanwhile is never t
 read or write then fails at once and the caller reports the call as over its deadline. Callers also
 pass per-operation timeouts no longer than the time left and check `expired` between reads.
 
-Not covered: the DNS lookup of a host name (Python's resolver ignores socket timeouts); callbacks
-connect to an address resolved and checked beforehand (messaging.lib.netguard), providers are
-operator-configured hosts.
+Not covered: the DNS lookup of a host name (Python's resolver ignores socket timeouts). Callbacks
+connect to an address resolved and checked beforehand, with a bounded wait that their client counts
+against the deadline (messaging.lib.netguard); providers are operator-configured hosts.
 """
 
 from __future__ import annotations

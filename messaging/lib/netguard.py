@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import idna
@@ -98,12 +100,75 @@ def _ip_literal(hostname: str) -> IpAddress | None:
         return None
 
 
-def resolve(hostname: str, port: int) -> tuple[IpAddress, ...]:
-    """Return the addresses `hostname` resolves to (as the OS resolver answers, so `2130706433` and
-    `0x7f.1` come back as 127.0.0.1). Raises UnresolvableHost when it does not resolve.
+# Lookups a process may have waiting at name servers at once (each holds a thread; see resolve).
+MAX_LOOKUPS_IN_FLIGHT = 32
+_lookup_slots = threading.BoundedSemaphore(MAX_LOOKUPS_IN_FLIGHT)
+_lookup_slots_size = MAX_LOOKUPS_IN_FLIGHT
+
+
+def _slots() -> threading.BoundedSemaphore:
+    global _lookup_slots, _lookup_slots_size
+    if _lookup_slots_size != MAX_LOOKUPS_IN_FLIGHT:  # changed at run time (tests)
+        _lookup_slots, _lookup_slots_size = (
+            threading.BoundedSemaphore(MAX_LOOKUPS_IN_FLIGHT),
+            MAX_LOOKUPS_IN_FLIGHT,
+        )
+    return _lookup_slots
+
+
+def _getaddrinfo_bounded(hostname: str, port: int, timeout: float) -> list:
+    """socket.getaddrinfo on a daemon thread, waited for at most `timeout` seconds.
+
+    The OS resolver takes no timeout (glibc retries each name server for seconds, see resolv.conf(5)),
+    and the host name comes from a client, whose name server may answer as slowly as it likes. A
+    lookup that is not answered in time leaves its thread at the name server until the resolver gives
+    up; at most MAX_LOOKUPS_IN_FLIGHT such threads exist per process, and a lookup beyond that fails
+    at once. Raises UnresolvableHost on timeout or when every slot is taken; OSError / UnicodeError as
+    getaddrinfo does.
     """
+    slots = _slots()
+    if not slots.acquire(blocking=False):
+        raise UnresolvableHost(
+            f"host {hostname!r} not looked up: {MAX_LOOKUPS_IN_FLIGHT} DNS lookups in flight already"
+        )
+    answer: dict[str, Any] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer["infos"] = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            answer["error"] = exc
+        finally:
+            slots.release()
+            done.set()
+
     try:
-        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+        threading.Thread(target=lookup, name="dns-lookup", daemon=True).start()
+    except BaseException:
+        slots.release()
+        raise
+    if not done.wait(timeout):
+        raise UnresolvableHost(f"host {hostname!r}: no answer within {timeout:g} s from its name server")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["infos"]
+
+
+def resolve(hostname: str, port: int, *, timeout: float | None = None) -> tuple[IpAddress, ...]:
+    """Return the addresses `hostname` resolves to (as the OS resolver answers, so `2130706433` and
+    `0x7f.1` come back as 127.0.0.1). An IP literal is returned as it is, without a lookup.
+
+    `timeout`: seconds to wait for the name server (default CALLBACK_RESOLVE_TIMEOUT_SECONDS); see
+    _getaddrinfo_bounded. Raises UnresolvableHost when the name does not resolve, or not in time.
+    """
+    literal = _ip_literal(hostname)
+    if literal is not None:
+        return (literal,)
+    if timeout is None:
+        timeout = settings.CALLBACK_RESOLVE_TIMEOUT_SECONDS
+    try:
+        infos = _getaddrinfo_bounded(hostname, port, timeout)
     except (UnicodeError, OSError) as exc:
         raise UnresolvableHost(f"host {hostname!r} does not resolve ({exc})") from exc
     addresses: list[IpAddress] = []
@@ -116,12 +181,13 @@ def resolve(hostname: str, port: int) -> tuple[IpAddress, ...]:
     return tuple(addresses)
 
 
-def check_url(url: str) -> Target:
+def check_url(url: str, *, resolve_timeout: float | None = None) -> Target:
     """Check a client-supplied URL and return its Target; raise UnsafeUrl (or UnresolvableHost) if refused.
 
     Refused: schemes other than http/https, URLs without a host or with credentials, and hosts that
     resolve to any loopback, private, link-local, multicast, reserved or otherwise non-public address,
-    unless "host" or "host:port" is in CALLBACK_ALLOWED_HOSTS.
+    unless "host" or "host:port" is in CALLBACK_ALLOWED_HOSTS. `resolve_timeout`: seconds the DNS
+    lookup may take (default CALLBACK_RESOLVE_TIMEOUT_SECONDS), after which UnresolvableHost.
     """
     try:
         parts = urlsplit(url)
@@ -150,7 +216,7 @@ def check_url(url: str) -> Target:
             raise UnsafeUrl(f"has an invalid host name ({exc})") from exc
     port = port or (443 if scheme == "https" else 80)
     allow_listed = _allow_listed(hostname, port)
-    addresses = resolve(hostname, port)
+    addresses = resolve(hostname, port, timeout=resolve_timeout)
     if not allow_listed:
         literal = _ip_literal(hostname)
         for address in addresses:

@@ -191,7 +191,13 @@ class ProviderClient:
         return self.post_bytes(url, body, headers={"Content-Type": "application/json", **(headers or {})})
 
     def post_bytes(
-        self, url: str, body: bytes, *, headers: dict[str, str], session: requests.Session | None = None
+        self,
+        url: str,
+        body: bytes,
+        *,
+        headers: dict[str, str],
+        session: requests.Session | None = None,
+        seconds_left: float | None = None,
     ) -> CallResult:
         """POST raw `body` bytes; same contract as post_json. Never raises for anything the other side
         does: a call over its deadline is a transient error of kind `deadline_exceeded` ("no
@@ -200,12 +206,15 @@ class ProviderClient:
 
         `session` replaces this thread's shared session (callbacks pass one pinned to a checked
         address); its adapter must be a DeadlineAdapter for the deadline to cut a dripping answer.
+        `seconds_left`: seconds this call may take when less than the client's deadline is left (the
+        callback's DNS lookup took the rest).
         """
         result = CallResult(url=url, started_at=timezone.now())
         started = time.monotonic()
-        with Deadline(self.deadline) as deadline:
+        budget = self.deadline if seconds_left is None else min(seconds_left, self.deadline)
+        with Deadline(budget) as deadline:
             # Neither the connect nor any single read may outlast the deadline.
-            timeout = (min(self.timeout[0], self.deadline), min(self.timeout[1], self.deadline))
+            timeout = (min(self.timeout[0], budget), min(self.timeout[1], budget))
             try:
                 response = _post(session or http_session(), url, body, headers, timeout)
                 try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -103,12 +104,17 @@ class CallbackClient(ProviderClient):
 
         Raises ProviderError: permanent when the URL is refused by the guard (e.g. its host now
         resolves to a private address) or answers a 3xx / 4xx; transient for 5xx, 429, timeouts, no
-        complete answer within CALLBACK_DEADLINE_SECONDS, and a host that does not resolve. The `webhook-id` and `Idempotency-Key` stay the same on every
+        complete answer within CALLBACK_DEADLINE_SECONDS (the DNS lookup included, which itself may take
+        at most CALLBACK_RESOLVE_TIMEOUT_SECONDS), and a host that does not resolve (in time). The `webhook-id` and `Idempotency-Key` stay the same on every
         retry of a message, so a receiver can drop repeats.
         """
         url = message.callback_url
+        started = time.monotonic()
         try:
-            target = netguard.check_url(url)
+            # The lookup is part of the call's deadline: a client's slow name server cannot stretch it.
+            target = netguard.check_url(
+                url, resolve_timeout=min(settings.CALLBACK_RESOLVE_TIMEOUT_SECONDS, self.deadline)
+            )
         except netguard.UnresolvableHost as exc:
             raise ProviderError(self._refused(url, "dns_error", str(exc), transient=True)) from exc
         except netguard.UnsafeUrl as exc:
@@ -121,7 +127,13 @@ class CallbackClient(ProviderClient):
             )
         session, pinned_url, host_header = netguard.pinned_request(target)
         try:
-            result = self.post_bytes(pinned_url, body, headers={**headers, **host_header}, session=session)
+            result = self.post_bytes(
+                pinned_url,
+                body,
+                headers={**headers, **host_header},
+                session=session,
+                seconds_left=max(0.001, self.deadline - (time.monotonic() - started)),
+            )
         finally:
             session.close()
         result.url = url
