@@ -109,9 +109,10 @@ def test_run_dev_installs_redis_server_and_starts_it_when_none_answers_and_it_is
         assert localredis.redis_answers(settings.REDIS_URL)
     finally:
         supervisor.stop()
+    # It waits for another package manager run instead of failing on the dpkg lock.
     assert (fake_apt_get / "apt-get.log").read_text().splitlines() == [
-        "update -qq",
-        "install -y -qq redis-server",
+        "-o DPkg::Lock::Timeout=600 update -qq",
+        "-o DPkg::Lock::Timeout=600 install -y -qq redis-server",
     ]
     assert "installing it" in out.getvalue()
     assert not localredis.redis_answers(settings.REDIS_URL)  # stopped with the run
