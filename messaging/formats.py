@@ -129,13 +129,12 @@ def normalize_email_address(value: str) -> str:
 # header (messaging.providers.email.workspace_header).
 
 
-def check_identifier(text: str, max_length: int) -> None:
-    """Raise ValueError with the reason when `text` is not an identifier: more than `max_length`
-    characters, blank, or holding a character that is not printable (see the comment above)."""
-    if len(text) > max_length:
-        raise ValueError(f"Must be at most {max_length} characters.")
-    if not text.strip():
-        raise ValueError("Must not be blank.")
+# Characters, for workspace, contact and client message IDs (and workspace aliases).
+MAX_ID_LENGTH = 100
+
+
+def check_printable(text: str) -> None:
+    """Raise ValueError naming the first character of `text` that is not printable (see above)."""
     if not text.isprintable():
         bad = next(c for c in text if not c.isprintable())
         raise ValueError(
@@ -144,7 +143,17 @@ def check_identifier(text: str, max_length: int) -> None:
         )
 
 
-def check_workspace_id(text: str, max_length: int) -> None:
+def check_identifier(text: str, max_length: int = MAX_ID_LENGTH) -> None:
+    """Raise ValueError with the reason when `text` is not an identifier: more than `max_length`
+    characters, blank, or holding a character that is not printable (see the comment above)."""
+    if len(text) > max_length:
+        raise ValueError(f"Must be at most {max_length} characters.")
+    if not text.strip():
+        raise ValueError("Must not be blank.")
+    check_printable(text)
+
+
+def check_workspace_id(text: str, max_length: int = MAX_ID_LENGTH) -> None:
     """Raise ValueError with the reason when `text` is not a workspace ID the API takes as a string:
     check_identifier's rules, and no whitespace at either end (the earlier service's rule)."""
     if text.strip() and text != text.strip():

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from .formats import check_phone_region, check_workspace_id
+from .formats import check_phone_region, check_printable, check_workspace_id
 
 
 def validate_timezone(value: str) -> None:
@@ -24,7 +24,7 @@ def validate_workspace_id(value: str) -> None:
     """Raise ValidationError unless `value` is a workspace ID (or alias) a client can send to the API
     (messaging.formats.check_workspace_id)."""
     try:
-        check_workspace_id(value, 100)
+        check_workspace_id(value)
     except ValueError as exc:
         raise ValidationError(str(exc)) from exc
 
@@ -32,9 +32,10 @@ def validate_workspace_id(value: str) -> None:
 def validate_printable(value: str) -> None:
     """Raise ValidationError when `value` holds a character that is not printable (controls, format
     and zero-width characters, line separators): a display name shown in the dashboard and logs."""
-    if not value.isprintable():
-        bad = next(c for c in value if not c.isprintable())
-        raise ValidationError(f"Must contain only printable characters (found U+{ord(bad):04X}).")
+    try:
+        check_printable(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
 
 
 def validate_phone_region(value: str) -> None:

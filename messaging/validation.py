@@ -22,6 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .formats import (
+    MAX_ID_LENGTH,
     check_identifier,
     check_workspace_id,
     normalize_email_address,
@@ -33,7 +34,6 @@ from .lib import netguard, strictjson
 from .models import Workspace
 from .providers import metadata as provider_metadata
 
-MAX_ID_LENGTH = 100  # characters, for workspace, contact and client message IDs
 MAX_RATE_LIMIT_KEY_LENGTH = 200  # characters
 MAX_SMS_LENGTH = 1600  # characters; about 10 concatenated segments of UCS-2, 20 of GSM-7 (Twilio's cap)
 MAX_METADATA_KEYS = 50

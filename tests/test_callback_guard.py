@@ -280,7 +280,7 @@ def test_a_slow_name_server_makes_a_callback_a_quick_transient_dns_error(slow_dn
 
 
 def test_lookups_stuck_at_a_slow_name_server_are_capped_and_the_next_one_fails_at_once(slow_dns, monkeypatch):
-    monkeypatch.setattr(netguard, "MAX_LOOKUPS_IN_FLIGHT", 2)
+    monkeypatch.setattr(netguard, "_lookup_slots", threading.BoundedSemaphore(2))
     for _ in range(2):  # each gives up after 0.3 s, but its thread stays at the name server
         with pytest.raises(netguard.UnresolvableHost):
             netguard.resolve("slow.example.com", 443, timeout=0.3)

@@ -103,17 +103,6 @@ def _ip_literal(hostname: str) -> IpAddress | None:
 # Lookups a process may have waiting at name servers at once (each holds a thread; see resolve).
 MAX_LOOKUPS_IN_FLIGHT = 32
 _lookup_slots = threading.BoundedSemaphore(MAX_LOOKUPS_IN_FLIGHT)
-_lookup_slots_size = MAX_LOOKUPS_IN_FLIGHT
-
-
-def _slots() -> threading.BoundedSemaphore:
-    global _lookup_slots, _lookup_slots_size
-    if _lookup_slots_size != MAX_LOOKUPS_IN_FLIGHT:  # changed at run time (tests)
-        _lookup_slots, _lookup_slots_size = (
-            threading.BoundedSemaphore(MAX_LOOKUPS_IN_FLIGHT),
-            MAX_LOOKUPS_IN_FLIGHT,
-        )
-    return _lookup_slots
 
 
 def _getaddrinfo_bounded(hostname: str, port: int, timeout: float) -> list:
@@ -126,11 +115,9 @@ def _getaddrinfo_bounded(hostname: str, port: int, timeout: float) -> list:
     at once. Raises UnresolvableHost on timeout or when every slot is taken; OSError / UnicodeError as
     getaddrinfo does.
     """
-    slots = _slots()
+    slots = _lookup_slots
     if not slots.acquire(blocking=False):
-        raise UnresolvableHost(
-            f"host {hostname!r} not looked up: {MAX_LOOKUPS_IN_FLIGHT} DNS lookups in flight already"
-        )
+        raise UnresolvableHost(f"host {hostname!r} not looked up: too many DNS lookups in flight already")
     answer: dict[str, Any] = {}
     done = threading.Event()
 
